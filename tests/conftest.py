@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import jax
-import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

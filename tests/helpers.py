@@ -13,10 +13,12 @@ def fd_check(fn, args, argnums=(0,), *, eps=1e-6, rtol=1e-6, atol=1e-8, seed=0):
     Must run under float64 (the `x64` fixture). The scalar checked is
     L(args) = sum(fn(*args) * ct) for a fixed random cotangent `ct`, so every entry of the
     Jacobian-transpose-vector product is compared, not just a reduction. All perturbations
-    of one argument are evaluated in a single vmapped, jitted call.
+    of one argument are evaluated in a single vmapped, jitted call, which holds an identity
+    matrix of size x.size ** 2: keep each checked argument to a few hundred elements.
     """
     args = [jnp.asarray(a, jnp.float64) for a in args]
     assert all(a.dtype == jnp.float64 for a in args), "fd_check needs the x64 fixture"
+    fn = jax.jit(fn)  # op-by-op dispatch would dominate the run time of these small checks
     out = fn(*args)
     ct = jnp.asarray(np.random.default_rng(seed).standard_normal(out.shape))
 

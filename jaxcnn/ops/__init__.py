@@ -6,9 +6,25 @@ same-named `torch.nn.functional` op, so ported weights behave identically.
 
 from .conv import conv2d, conv_output_size
 from .conv_transpose import conv_transpose2d
+from .normalization import local_response_norm
+from .pooling import (
+    adaptive_avg_pool2d,
+    adaptive_max_pool2d,
+    avg_pool2d,
+    channel_pool,
+    max_pool2d,
+    sum_pool2d,
+)
 
 __all__ = [
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "avg_pool2d",
+    "channel_pool",
     "conv2d",
     "conv_output_size",
     "conv_transpose2d",
+    "local_response_norm",
+    "max_pool2d",
+    "sum_pool2d",
 ]

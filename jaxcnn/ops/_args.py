@@ -10,6 +10,9 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import jax.numpy as jnp
+import numpy as np
+
 Pair = tuple[int, int]
 PadPairs = tuple[tuple[int, int], tuple[int, int]]
 
@@ -23,16 +26,19 @@ def pair(value, name: str, op: str, *, minimum: int = 1) -> Pair:
 
     Accepts an int (used for both dimensions) or a length-2 sequence of ints.
     """
+    if isinstance(value, np.ndarray):  # e.g. np.array([2, 2]) from a shape computation
+        value = value.tolist()
     if _is_int(value):
         out = (int(value), int(value))
-    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(
-        _is_int(v) for v in value
+    elif (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(_is_int(v) for v in value)
     ):
         out = (int(value[0]), int(value[1]))
     else:
-        raise TypeError(
-            f"{op}: `{name}` must be an int or a pair of ints (h, w); got {value!r}"
-        )
+        raise TypeError(f"{op}: `{name}` must be an int or a pair of ints (h, w); got {value!r}")
     if min(out) < minimum:
         raise ValueError(f"{op}: `{name}` must be >= {minimum} in each dimension; got {value!r}")
     return out
@@ -54,8 +60,6 @@ def check_nhwc(x, op: str, name: str = "x") -> None:
 
 
 def check_float(x, op: str, name: str = "x") -> None:
-    import jax.numpy as jnp
-
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{op}: `{name}` must have a floating dtype; got {x.dtype}")
 
@@ -73,8 +77,7 @@ def explicit_padding(padding, op: str, name: str = "padding") -> PadPairs:
         if _is_int(a) and _is_int(b):
             out = ((int(a), int(a)), (int(b), int(b)))
         elif all(
-            isinstance(v, Sequence) and len(v) == 2 and all(_is_int(u) for u in v)
-            for v in (a, b)
+            isinstance(v, Sequence) and len(v) == 2 and all(_is_int(u) for u in v) for v in (a, b)
         ):
             out = ((int(a[0]), int(a[1])), (int(b[0]), int(b[1])))
         else:
@@ -142,9 +145,7 @@ def output_hw(
         for i in range(2)
     )
     if min(out) <= 0:
-        smallest = tuple(
-            smallest_valid_input(kernel[i], dilation[i], *pads[i]) for i in range(2)
-        )
+        smallest = tuple(smallest_valid_input(kernel[i], dilation[i], *pads[i]) for i in range(2))
         shape = f" (x.shape={tuple(x_shape)})" if x_shape is not None else ""
         raise ValueError(
             f"{op}: input of spatial size {tuple(in_hw)}{shape} is too small for kernel_size="

@@ -75,9 +75,7 @@ def conv_transpose2d(
             "C_out // groups)"
         )
     if c_in % groups:
-        raise ValueError(
-            f"{op}: input channels C_in={c_in} must be divisible by groups={groups}"
-        )
+        raise ValueError(f"{op}: input channels C_in={c_in} must be divisible by groups={groups}")
     c_out = cout_g * groups
     if b is not None and tuple(getattr(b, "shape", ())) != (c_out,):
         raise ValueError(

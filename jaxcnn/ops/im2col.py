@@ -52,7 +52,7 @@ def scatter_windows(
     backward passes of pooling. Implemented with `lax.pad` (interior padding = stride - 1),
     so it is a pure, differentiable function.
     """
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    (_, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     _, h, w, _ = in_shape
     zero = jnp.zeros((), contributions[0].dtype)
     total = jnp.zeros(in_shape, contributions[0].dtype)
@@ -62,6 +62,8 @@ def scatter_windows(
         lo_h, lo_w = i * dh, j * dw
         hi_h = h - (lo_h + (ho - 1) * sh + 1)
         hi_w = w - (lo_w + (wo - 1) * sw + 1)
+        # A negative high pad would make lax.pad crop silently: the caller's shape is wrong.
+        assert hi_h >= 0 and hi_w >= 0, f"windows reach beyond in_shape={in_shape}"
         cfg = ((0, 0, 0), (lo_h, hi_h, sh - 1), (lo_w, hi_w, sw - 1), (0, 0, 0))
         total = total + lax.pad(g, zero, cfg)
     return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -77,15 +78,28 @@ def test_conv2d_matches_torch_float64(x64, torch, case, padding_mode):
     pads = _explicit(padding)
     if padding_mode == "reflect" and max(max(p) for p in pads) >= min(h, w):
         pytest.skip("reflect padding must be smaller than the input (torch rule too)")
-    rng = np.random.default_rng(hash(case) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
     x, wk, b = _case(rng, n, h, w, cin, cout, groups, kernel, np.float64)
     y = ops.conv2d(
-        jnp.asarray(x), jnp.asarray(wk), jnp.asarray(b), stride=stride, padding=padding,
-        dilation=dilation, groups=groups, padding_mode=padding_mode,
+        jnp.asarray(x),
+        jnp.asarray(wk),
+        jnp.asarray(b),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
     )
     ref = _torch_conv2d(
-        torch, x, wk, b, stride=stride, padding=pads if padding_mode != "zeros" else padding,
-        dilation=dilation, groups=groups, padding_mode=padding_mode,
+        torch,
+        x,
+        wk,
+        b,
+        stride=stride,
+        padding=pads if padding_mode != "zeros" else padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
     )
     assert y.shape == ref.shape
     assert y.dtype == jnp.float64
@@ -98,11 +112,23 @@ def test_conv2d_matches_torch_float32(torch, case):
     rng = np.random.default_rng(1)
     x, wk, b = _case(rng, n, h, w, cin, cout, groups, kernel, np.float32)
     y = ops.conv2d(
-        jnp.asarray(x), jnp.asarray(wk), jnp.asarray(b), stride=stride, padding=padding,
-        dilation=dilation, groups=groups,
+        jnp.asarray(x),
+        jnp.asarray(wk),
+        jnp.asarray(b),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
     )
     ref = _torch_conv2d(
-        torch, x, wk, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        torch,
+        x,
+        wk,
+        b,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
         padding_mode="zeros",
     )
     assert y.dtype == jnp.float32
@@ -110,12 +136,10 @@ def test_conv2d_matches_torch_float32(torch, case):
     np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "kernel,dilation", [(3, 1), (4, 1), ((2, 5), 1), (3, 2), ((4, 3), (3, 2))]
-)
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (4, 1), ((2, 5), 1), (3, 2), ((4, 3), (3, 2))])
 def test_same_padding_matches_torch(x64, torch, kernel, dilation):
     rng = np.random.default_rng(2)
-    x, wk, b = _case(rng, 2, 9, 8, 3, 4, 1, kernel, np.float64)
+    x, wk, _b = _case(rng, 2, 9, 8, 3, 4, 1, kernel, np.float64)
     y = ops.conv2d(jnp.asarray(x), jnp.asarray(wk), padding="same", dilation=dilation)
     ref = from_torch_nchw(
         torch.nn.functional.conv2d(
@@ -172,7 +196,11 @@ def test_conv2d_gradients_finite_differences(x64, padding_mode, stride, padding,
     rng = np.random.default_rng(5)
     x, wk, b = _case(rng, 1, 5, 6, 4, 4, groups, 3, np.float64)
     f = functools.partial(
-        ops.conv2d, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        ops.conv2d,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
         padding_mode=padding_mode,
     )
     fd_check(f, (x, wk, b), argnums=(0, 1, 2))
@@ -237,8 +265,13 @@ def test_conv_output_size_agrees_with_conv2d_and_torch_pooling(torch):
         if size + 2 * p < d * (k - 1) + 1:
             continue
         n_conv = ops.conv_output_size(size, k, s, p, d)
-        y = ops.conv2d(jnp.ones((1, size, 3, 1)), jnp.ones((k, 1, 1, 1)), stride=(s, 1),
-                       padding=(p, 0), dilation=(d, 1))
+        y = ops.conv2d(
+            jnp.ones((1, size, 3, 1)),
+            jnp.ones((k, 1, 1, 1)),
+            stride=(s, 1),
+            padding=(p, 0),
+            dilation=(d, 1),
+        )
         assert y.shape[1] == n_conv
         for ceil in (False, True):
             ref = torch.nn.functional.max_pool2d(

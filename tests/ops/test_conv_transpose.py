@@ -38,8 +38,13 @@ def test_matches_torch(x64, torch, case):
     *_, groups, _, stride, padding, output_padding, dilation = case
     rng = np.random.default_rng(sum(case[:6]))
     x, wt, b = _torch_weight_case(rng, case)
-    kw = dict(stride=stride, padding=padding, output_padding=output_padding,
-              dilation=dilation, groups=groups)
+    kw = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+    )
     y = ops.conv_transpose2d(
         jnp.asarray(x), jnp.asarray(wt.transpose(2, 3, 0, 1)), jnp.asarray(b), **kw
     )
@@ -54,10 +59,16 @@ def test_matches_torch_float32(torch):
     case = SWEEP[0]
     *_, groups, _, stride, padding, output_padding, dilation = case
     x, wt, b = _torch_weight_case(np.random.default_rng(0), case, np.float32)
-    kw = dict(stride=stride, padding=padding, output_padding=output_padding,
-              dilation=dilation, groups=groups)
-    y = ops.conv_transpose2d(jnp.asarray(x), jnp.asarray(wt.transpose(2, 3, 0, 1)),
-                             jnp.asarray(b), **kw)
+    kw = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+    )
+    y = ops.conv_transpose2d(
+        jnp.asarray(x), jnp.asarray(wt.transpose(2, 3, 0, 1)), jnp.asarray(b), **kw
+    )
     ref = torch.nn.functional.conv_transpose2d(
         to_torch_nchw(torch, x), torch.from_numpy(wt), torch.from_numpy(b), **kw
     )
@@ -96,8 +107,13 @@ def test_equals_vjp_of_conv2d(x64, h, w, k, stride, padding, dilation, groups):
         (size + 2 * p[a] - d[a] * ((kh, kw)[a] - 1) - 1) % s[a] for a, size in enumerate((h, w))
     )
     got = ops.conv_transpose2d(
-        g, w_conv.transpose(0, 1, 3, 2), stride=stride, padding=padding,
-        output_padding=output_padding, dilation=dilation, groups=groups,
+        g,
+        w_conv.transpose(0, 1, 3, 2),
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
     )
     assert got.shape == x.shape
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-12, atol=1e-12)
@@ -117,8 +133,12 @@ def test_gradients_finite_differences(x64, case):
     case = (1, min(case[1], 4), min(case[2], 4), *case[3:])
     x, wt, b = _torch_weight_case(np.random.default_rng(3), case)
     f = functools.partial(
-        ops.conv_transpose2d, stride=stride, padding=padding, output_padding=output_padding,
-        dilation=dilation, groups=groups,
+        ops.conv_transpose2d,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
     )
     fd_check(f, (x, wt.transpose(2, 3, 0, 1), b), argnums=(0, 1, 2))
 
@@ -127,17 +147,24 @@ def test_gradients_match_torch(x64, torch):
     case = SWEEP[1]
     *_, groups, _, stride, padding, output_padding, dilation = case
     rng = np.random.default_rng(4)
-    x, wt, b = _torch_weight_case(rng, case)
-    kw = dict(stride=stride, padding=padding, output_padding=output_padding,
-              dilation=dilation, groups=groups)
+    x, wt, _b = _torch_weight_case(rng, case)
+    kw = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+    )
     y = ops.conv_transpose2d(jnp.asarray(x), jnp.asarray(wt.transpose(2, 3, 0, 1)), **kw)
     ct = rng.standard_normal(y.shape)
-    gx, gw = jax.grad(
-        lambda x, w: jnp.sum(ops.conv_transpose2d(x, w, **kw) * ct), argnums=(0, 1)
-    )(jnp.asarray(x), jnp.asarray(wt.transpose(2, 3, 0, 1)))
+    gx, gw = jax.grad(lambda x, w: jnp.sum(ops.conv_transpose2d(x, w, **kw) * ct), argnums=(0, 1))(
+        jnp.asarray(x), jnp.asarray(wt.transpose(2, 3, 0, 1))
+    )
     xt = to_torch_nchw(torch, x).requires_grad_()
     wtt = torch.from_numpy(wt).requires_grad_()
-    (torch.nn.functional.conv_transpose2d(xt, wtt, **kw) * to_torch_nchw(torch, ct)).sum().backward()
+    (
+        torch.nn.functional.conv_transpose2d(xt, wtt, **kw) * to_torch_nchw(torch, ct)
+    ).sum().backward()
     np.testing.assert_allclose(gx, from_torch_nchw(xt.grad), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(gw, wtt.grad.numpy().transpose(2, 3, 0, 1), rtol=1e-12, atol=1e-12)
 
@@ -160,8 +187,11 @@ def test_second_order_and_jit(x64):
         (dict(w=jnp.zeros((3, 3, 2))), ValueError, r"`w` must have rank 4"),
         (dict(w=jnp.zeros((3, 3, 3, 2))), ValueError, r"channel mismatch.*C_in=2"),
         (dict(groups=0), ValueError, r"`groups` must be a positive int"),
-        (dict(x=jnp.zeros((1, 4, 4, 3)), w=jnp.zeros((3, 3, 3, 2)), groups=2), ValueError,
-         r"C_in=3 must be divisible by groups=2"),
+        (
+            dict(x=jnp.zeros((1, 4, 4, 3)), w=jnp.zeros((3, 3, 3, 2)), groups=2),
+            ValueError,
+            r"C_in=3 must be divisible by groups=2",
+        ),
         (dict(b=jnp.zeros(5)), ValueError, r"`b` must have shape \(C_out,\) = \(3,\)"),
         (dict(stride=0), ValueError, r"`stride` must be >= 1"),
         (dict(output_padding=-1), ValueError, r"`output_padding` must be >= 0"),
