@@ -3,7 +3,7 @@
 Semantics are those of `torch.nn.functional.conv2d` (plus `torch.nn.Conv2d`'s `padding_mode`),
 in NHWC / HWIO layout:
 
-    y[n, oh, ow, o] = b[o] + sum_{i, j, c} xp[n, oh*sh + i*dh, ow*sw + j*dw, g*Cg + c] * w[i, j, c, o]
+    y[n, oh, ow, o] = b[o] + sum_{i,j,c} xp[n, oh*sh + i*dh, ow*sw + j*dw, g*Cg + c] w[i,j,c,o]
 
 where xp is the padded input, g = o // (C_out // groups) the group of output channel o and
 Cg = C_in // groups. Output size per axis (the "output-size formula"):
@@ -15,6 +15,7 @@ from JAX's autodiff of the code below; the tests check them against finite diffe
 
   * "xla":      `lax.conv_general_dilated`; the default and usually the fastest.
   * "im2col":   patches + one matrix multiply (`jaxcnn.ops.im2col`); any stride, dilation, groups.
+                The patch matrix holds kh * kw copies of the input: large kernels cost memory.
   * "winograd": F(m x m, 3 x 3) minimal filtering (`jaxcnn.ops.winograd`); 3x3 kernels,
                 stride 1, dilation 1. "winograd" is F(4x4, 3x3); "winograd_f2" / "winograd_f4"
                 pick the tile explicitly.
@@ -29,15 +30,23 @@ from jax import lax
 
 from ._args import (
     PadPairs,
+    _is_int,
     check_float,
     check_nhwc,
     explicit_padding,
     output_hw,
     pair,
+    smallest_valid_input,
+    window_output_size,
 )
+from .fft import fft_conv
+from .im2col import im2col_conv
+from .winograd import check_supported as check_winograd_supported
+from .winograd import winograd_conv
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 ALGORITHMS = ("xla", "im2col", "winograd", "winograd_f2", "winograd_f4", "fft")
+_WINOGRAD_TILE = {"winograd": 4, "winograd_f2": 2, "winograd_f4": 4}
 _JNP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
@@ -63,18 +72,13 @@ def resolve_padding(padding, kernel, stride, dilation, op: str = "conv2d") -> Pa
                 total = d * (k - 1)
                 pads.append((total // 2, total - total // 2))
             return (pads[0], pads[1])
-        raise ValueError(
-            f"{op}: padding string must be 'valid' or 'same'; got {padding!r}"
-        )
+        raise ValueError(f"{op}: padding string must be 'valid' or 'same'; got {padding!r}")
     return explicit_padding(padding, op)
 
 
 def pad_input(x: jax.Array, pads: PadPairs, padding_mode: str, op: str = "conv2d") -> jax.Array:
     """Pad the spatial axes of NHWC `x` with `padding_mode` (torch's names)."""
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(
-            f"{op}: `padding_mode` must be one of {PADDING_MODES}; got {padding_mode!r}"
-        )
+    _check_padding_mode(padding_mode, op)
     if pads == ((0, 0), (0, 0)):
         return x
     h, w = x.shape[1], x.shape[2]
@@ -99,6 +103,13 @@ def pad_input(x: jax.Array, pads: PadPairs, padding_mode: str, op: str = "conv2d
     if padding_mode == "zeros":
         return jnp.pad(x, widths)
     return jnp.pad(x, widths, mode=_JNP_PAD_MODE[padding_mode])
+
+
+def _check_padding_mode(padding_mode, op):
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(
+            f"{op}: `padding_mode` must be one of {PADDING_MODES}; got {padding_mode!r}"
+        )
 
 
 def _check_conv_args(x, w, b, groups, op):
@@ -131,8 +142,7 @@ def _check_conv_args(x, w, b, groups, op):
         )
     if b is not None and tuple(getattr(b, "shape", ())) != (c_out,):
         raise ValueError(
-            f"{op}: `b` must have shape (C_out,) = ({c_out},); got "
-            f"{getattr(b, 'shape', type(b))}"
+            f"{op}: `b` must have shape (C_out,) = ({c_out},); got {getattr(b, 'shape', type(b))}"
         )
     return (kh, kw)
 
@@ -156,6 +166,8 @@ def conv2d(
       w: (kh, kw, C_in // groups, C_out) kernel (HWIO). A torch weight `wt` of shape
         (C_out, C_in // groups, kh, kw) maps to `wt.permute(2, 3, 1, 0)`.
       b: optional (C_out,) bias.
+        `w` and `b` are cast to x's dtype, so float32 parameters with bfloat16 activations
+        compute in bfloat16 (mixed precision), where torch would raise instead.
       stride: int or (sh, sw), >= 1.
       padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same"
         ("same" requires stride 1 and puts the odd pixel bottom/right, as torch).
@@ -178,10 +190,10 @@ def conv2d(
     pads = resolve_padding(padding, kernel, stride, dilation, op)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"{op}: `algorithm` must be one of {ALGORITHMS}; got {algorithm!r}")
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(
-            f"{op}: `padding_mode` must be one of {PADDING_MODES}; got {padding_mode!r}"
-        )
+    _check_padding_mode(padding_mode, op)
+    if algorithm.startswith("winograd"):
+        # Before any padded copy is made, and naming the function the user called.
+        check_winograd_supported(kernel, stride, dilation, _WINOGRAD_TILE[algorithm], op)
     out_hw = output_hw(op, x.shape[1:3], kernel, stride, pads, dilation, x_shape=x.shape)
     w = w.astype(x.dtype)
 
@@ -217,19 +229,20 @@ def _valid_conv(xp, w, stride, dilation, groups, out_hw, algorithm, op):
             feature_group_count=groups,
         )
     if algorithm == "im2col":
-        from .im2col import im2col_conv
-
         return im2col_conv(xp, w, stride=stride, dilation=dilation, groups=groups, out_hw=out_hw)
-    if algorithm.startswith("winograd"):
-        from .winograd import winograd_conv
-
-        tile = 2 if algorithm == "winograd_f2" else 4
+    if algorithm in _WINOGRAD_TILE:
         return winograd_conv(
-            xp, w, stride=stride, dilation=dilation, groups=groups, out_hw=out_hw, tile=tile
+            xp,
+            w,
+            stride=stride,
+            dilation=dilation,
+            groups=groups,
+            out_hw=out_hw,
+            tile=_WINOGRAD_TILE[algorithm],
         )
-    from .fft import fft_conv
-
-    return fft_conv(xp, w, stride=stride, dilation=dilation, groups=groups, out_hw=out_hw)
+    if algorithm == "fft":
+        return fft_conv(xp, w, stride=stride, dilation=dilation, groups=groups, out_hw=out_hw)
+    raise AssertionError(f"{op}: algorithm {algorithm!r} is listed but not dispatched")
 
 
 def conv_output_size(
@@ -257,17 +270,19 @@ def conv_output_size(
       ValueError: if an argument is out of range or the output would be empty; the message
         states the smallest valid `size`.
     """
-    from ._args import _is_int, smallest_valid_input, window_output_size
-
     op = "conv_output_size"
-    for name, v in (("size", size), ("kernel_size", kernel_size), ("stride", stride),
-                    ("dilation", dilation)):
+    for name, v in (
+        ("size", size),
+        ("kernel_size", kernel_size),
+        ("stride", stride),
+        ("dilation", dilation),
+    ):
         if not _is_int(v) or v < 1:
             raise ValueError(f"{op}: `{name}` must be a positive int; got {v!r}")
     if _is_int(padding):
         lo = hi = int(padding)
-    elif isinstance(padding, tuple | list) and len(padding) == 2 and all(
-        _is_int(p) for p in padding
+    elif (
+        isinstance(padding, tuple | list) and len(padding) == 2 and all(_is_int(p) for p in padding)
     ):
         lo, hi = int(padding[0]), int(padding[1])
     else:
