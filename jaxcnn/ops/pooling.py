@@ -348,6 +348,20 @@ def _bins(size: int, out: int):
     return (i * size) // out, -(-(i + 1) * size // out)
 
 
+def _uniform_bins(in_hw, out_hw) -> Pair | None:
+    """(kh, kw) if every adaptive bin is a kernel_size = stride = (kh, kw) window, else None.
+
+    When H_out divides H, bin i is exactly [i * H / H_out, (i + 1) * H / H_out), so the
+    adaptive pool *is* the ordinary pool with that kernel and stride (and the identity when
+    the sizes are equal, as for AlexNet's 6x6 and VGG's 7x7 at 224x224). Taking that path is
+    faster and keeps the layer a sliding window, whose receptive field `jaxcnn.summary` can
+    follow; values and gradients (tie rule included) are the same.
+    """
+    if all(size % out == 0 for size, out in zip(in_hw, out_hw, strict=True)):
+        return (int(in_hw[0]) // out_hw[0], int(in_hw[1]) // out_hw[1])
+    return None
+
+
 def adaptive_avg_pool2d(x: jax.Array, output_size) -> jax.Array:
     """Average over PyTorch's adaptive bins, `torch.nn.functional.adaptive_avg_pool2d`.
 
@@ -366,6 +380,9 @@ def adaptive_avg_pool2d(x: jax.Array, output_size) -> jax.Array:
     op = "adaptive_avg_pool2d"
     out_hw = _adaptive_size(output_size, x, op)
     check_float(x, op)
+    step = _uniform_bins(x.shape[1:3], out_hw)
+    if step is not None:
+        return avg_pool2d(x, step) if step != (1, 1) else x
     mats, counts = [], []
     for size, out in zip(x.shape[1:3], out_hw, strict=True):
         start, end = _bins(size, out)
@@ -421,6 +438,9 @@ def adaptive_max_pool2d(x: jax.Array, output_size) -> jax.Array:
     op = "adaptive_max_pool2d"
     out_h, out_w = _adaptive_size(output_size, x, op)
     _check_real(x, op)
+    step = _uniform_bins(x.shape[1:3], (out_h, out_w))
+    if step is not None:
+        return max_pool2d(x, step) if step != (1, 1) else x
     return _adaptive_max_axis(_adaptive_max_axis(x, out_w, axis=2), out_h, axis=1)
 
 

@@ -139,6 +139,8 @@ ADAPTIVE = [
     (5, 6, (7, 8)),
     (8, 7, (None, 3)),
     (8, 7, (4, None)),
+    (6, 7, (6, 7)),  # identity (AlexNet's 6x6 at 224x224)
+    (12, 8, (4, 2)),  # bins are plain 3x4 windows: the sliding-window fast path
 ]
 
 
