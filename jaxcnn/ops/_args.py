@@ -112,21 +112,26 @@ def window_output_size(
     how to report that.
     """
     span = size + pad_lo + pad_hi - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
     if ceil_mode:
+        # ceil(span / stride), also for a negative span: like PyTorch (and Caffe), ceil_mode
+        # admits a window that hangs past the bottom/right edge of a too-small input.
         out = -(-span // stride) + 1
         # PyTorch: the last pooling window must start inside the input or the left padding.
         if (out - 1) * stride >= size + pad_lo:
             out -= 1
     else:
         out = span // stride + 1
-    return out
+    return max(out, 0)
 
 
-def smallest_valid_input(kernel: int, dilation: int, pad_lo: int, pad_hi: int) -> int:
-    """Smallest input size along an axis for which one window fits (at least 1)."""
-    return max(1, dilation * (kernel - 1) + 1 - pad_lo - pad_hi)
+def smallest_valid_input(
+    kernel: int, dilation: int, pad_lo: int, pad_hi: int, stride: int = 1, ceil_mode=False
+) -> int:
+    """Smallest input size along an axis that gives a non-empty output (at least 1)."""
+    size = 1
+    while window_output_size(size, kernel, stride, pad_lo, pad_hi, dilation, ceil_mode) <= 0:
+        size += 1
+    return size
 
 
 def output_hw(
@@ -145,7 +150,10 @@ def output_hw(
         for i in range(2)
     )
     if min(out) <= 0:
-        smallest = tuple(smallest_valid_input(kernel[i], dilation[i], *pads[i]) for i in range(2))
+        smallest = tuple(
+            smallest_valid_input(kernel[i], dilation[i], *pads[i], stride[i], ceil_mode)
+            for i in range(2)
+        )
         shape = f" (x.shape={tuple(x_shape)})" if x_shape is not None else ""
         raise ValueError(
             f"{op}: input of spatial size {tuple(in_hw)}{shape} is too small for kernel_size="

@@ -294,6 +294,6 @@ def conv_output_size(
         raise ValueError(
             f"{op}: size={size} is too small for kernel_size={kernel_size}, "
             f"dilation={dilation}, padding={padding}: the output would be empty. Smallest "
-            f"valid size: {smallest_valid_input(kernel_size, dilation, lo, hi)}."
+            f"valid size: {smallest_valid_input(kernel_size, dilation, lo, hi, stride, ceil_mode)}."
         )
     return out

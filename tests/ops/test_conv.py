@@ -256,28 +256,56 @@ def test_conv_output_size(size, k, s, p, d, ceil, expected):
 
 
 def test_conv_output_size_agrees_with_conv2d_and_torch_pooling(torch):
-    """The formula equals the shapes conv2d produces and torch's max_pool2d (incl. ceil_mode)."""
+    """The formula equals the shapes conv2d and torch's max_pool2d produce (incl. ceil_mode),
+    and rejects exactly the sizes torch rejects, including inputs smaller than the window."""
     rng = np.random.default_rng(8)
-    for _ in range(60):
-        size, k = int(rng.integers(3, 20)), int(rng.integers(1, 6))
+    checked_small = 0
+    for _ in range(120):
+        size, k = int(rng.integers(1, 20)), int(rng.integers(1, 6))
         s, d = int(rng.integers(1, 4)), int(rng.integers(1, 3))
         p = int(rng.integers(0, k // 2 + 1))
-        if size + 2 * p < d * (k - 1) + 1:
-            continue
-        n_conv = ops.conv_output_size(size, k, s, p, d)
-        y = ops.conv2d(
-            jnp.ones((1, size, 3, 1)),
-            jnp.ones((k, 1, 1, 1)),
-            stride=(s, 1),
-            padding=(p, 0),
-            dilation=(d, 1),
-        )
-        assert y.shape[1] == n_conv
+        fits = size + 2 * p >= d * (k - 1) + 1
+        if fits:
+            y = ops.conv2d(
+                jnp.ones((1, size, 3, 1)),
+                jnp.ones((k, 1, 1, 1)),
+                stride=(s, 1),
+                padding=(p, 0),
+                dilation=(d, 1),
+            )
+            assert y.shape[1] == ops.conv_output_size(size, k, s, p, d)
         for ceil in (False, True):
-            ref = torch.nn.functional.max_pool2d(
-                torch.ones(1, 1, size, 1), (k, 1), (s, 1), (p, 0), (d, 1), ceil_mode=ceil
-            ).shape[2]
+            try:
+                ref = torch.nn.functional.max_pool2d(
+                    torch.ones(1, 1, size, 1), (k, 1), (s, 1), (p, 0), (d, 1), ceil_mode=ceil
+                ).shape[2]
+            except RuntimeError:  # torch: "Output size is too small"
+                with pytest.raises(ValueError, match="output would be empty"):
+                    ops.conv_output_size(size, k, s, p, d, ceil_mode=ceil)
+                continue
             assert ops.conv_output_size(size, k, s, p, d, ceil_mode=ceil) == ref
+            checked_small += not fits
+    assert checked_small > 0  # ceil_mode windows hanging past a too-small input were covered
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_ceil_mode_window_may_hang_past_a_small_input(x64, torch, count_include_pad):
+    """kernel 3, stride 2, ceil_mode on a 2x2 input: torch gives one (partial) window."""
+    x = np.random.default_rng(9).standard_normal((1, 2, 2, 3))
+    xt = to_torch_nchw(torch, x)
+    F = torch.nn.functional
+    mx = ops.max_pool2d(jnp.asarray(x), 3, 2, ceil_mode=True)
+    np.testing.assert_array_equal(mx, from_torch_nchw(F.max_pool2d(xt, 3, 2, ceil_mode=True)))
+    av = ops.avg_pool2d(jnp.asarray(x), 3, 2, ceil_mode=True, count_include_pad=count_include_pad)
+    ref = F.avg_pool2d(xt, 3, 2, ceil_mode=True, count_include_pad=count_include_pad)
+    assert av.shape == (1, 1, 1, 3)
+    np.testing.assert_allclose(av, from_torch_nchw(ref), rtol=1e-12)
+    with pytest.raises(
+        ValueError,
+        match=r"smallest valid input has spatial size \(H, W\) >= "
+        r"\(2, 2\)",
+    ):
+        ops.max_pool2d(jnp.ones((1, 1, 1, 3)), 3, 2, ceil_mode=True)
 
 
 # --------------------------------------------------------------------------- error paths
