@@ -1,10 +1,13 @@
 """jaxcnn: classic convolutional networks and the operations under them, in JAX.
 
-`import jaxcnn` is light: it imports JAX and the ops, never tensorflow, grain or torch.
+`import jaxcnn` is light: it imports JAX, Flax and the library, never tensorflow, grain or
+torch.
 """
 
-from . import ops
+from . import convert, layers, ops
+from .analysis import summary
+from .models import create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "ops"]
+__all__ = ["__version__", "convert", "create_model", "layers", "list_models", "ops", "summary"]

@@ -1,0 +1,13 @@
+"""The model zoo: one file per family, every model in one registry.
+
+jaxcnn.list_models()
+model = jaxcnn.create_model("resnet50", num_classes=1000, dtype=jnp.float32)
+variables = model.init(key, x, train=False)
+logits = model.apply(variables, x, train=False)
+"""
+
+# Importing the family modules registers their models.
+from . import alexnet, googlenet, inception, lenet, resnet, vgg  # noqa: F401
+from .registry import ModelSpec, create_model, get_spec, list_models, register
+
+__all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "register"]
