@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jaxcnn import ops  # noqa: E402
+from jaxcnn import ops
 
 ALGORITHMS = ("xla", "im2col", "winograd_f2", "winograd_f4", "fft")
 
