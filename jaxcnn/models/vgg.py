@@ -130,119 +130,47 @@ class VGG(nn.Module):
         return x.astype(jnp.float32)
 
 
-def _vgg(name: str, cfg: str, batch_norm: bool, num_classes: int, dtype, kw) -> VGG:
-    return VGG(
-        num_classes=num_classes,
-        dtype=dtype,
-        cfg=CFGS[cfg],
-        batch_norm=batch_norm,
-        registry_name=name,
-        **kw,
+# name -> (configuration, torchvision's parameter count at 1000 classes).
+VARIANTS = {
+    "vgg11": ("A", 132_863_336),
+    "vgg11_bn": ("A", 132_868_840),
+    "vgg13": ("B", 133_047_848),
+    "vgg13_bn": ("B", 133_053_736),
+    "vgg16": ("D", 138_357_544),
+    "vgg16_bn": ("D", 138_365_992),
+    "vgg19": ("E", 143_667_240),
+    "vgg19_bn": ("E", 143_678_248),
+}
+
+
+def _make_factory(name: str, cfg: str):
+    batch_norm = name.endswith("_bn")
+
+    def factory(*, num_classes: int = 1000, dtype=jnp.float32, **kw) -> VGG:
+        return VGG(
+            num_classes=num_classes,
+            dtype=dtype,
+            cfg=CFGS[cfg],
+            batch_norm=batch_norm,
+            registry_name=name,
+            **kw,
+        )
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = (
+        f"torchvision's {name}: VGG configuration {cfg}"
+        + (" with BatchNorm" if batch_norm else "")
+        + "; see `VGG`."
     )
+    return factory
 
 
-# The parameter counts are torchvision's, at 1000 classes.
-
-
-@register(
-    "vgg11",
-    input_size=(224, 224, 3),
-    min_input_size=_MIN_SIZE,
-    num_params=132_863_336,
-    reference="torchvision",
-    reference_name="vgg11",
-)
-def vgg11(*, num_classes: int = 1000, dtype=jnp.float32, **kw) -> VGG:
-    """torchvision's vgg11: VGG configuration A; see `VGG`."""
-    return _vgg("vgg11", "A", False, num_classes, dtype, kw)
-
-
-@register(
-    "vgg11_bn",
-    input_size=(224, 224, 3),
-    min_input_size=_MIN_SIZE,
-    num_params=132_868_840,
-    reference="torchvision",
-    reference_name="vgg11_bn",
-)
-def vgg11_bn(*, num_classes: int = 1000, dtype=jnp.float32, **kw) -> VGG:
-    """torchvision's vgg11_bn: VGG configuration A with BatchNorm; see `VGG`."""
-    return _vgg("vgg11_bn", "A", True, num_classes, dtype, kw)
-
-
-@register(
-    "vgg13",
-    input_size=(224, 224, 3),
-    min_input_size=_MIN_SIZE,
-    num_params=133_047_848,
-    reference="torchvision",
-    reference_name="vgg13",
-)
-def vgg13(*, num_classes: int = 1000, dtype=jnp.float32, **kw) -> VGG:
-    """torchvision's vgg13: VGG configuration B; see `VGG`."""
-    return _vgg("vgg13", "B", False, num_classes, dtype, kw)
-
-
-@register(
-    "vgg13_bn",
-    input_size=(224, 224, 3),
-    min_input_size=_MIN_SIZE,
-    num_params=133_053_736,
-    reference="torchvision",
-    reference_name="vgg13_bn",
-)
-def vgg13_bn(*, num_classes: int = 1000, dtype=jnp.float32, **kw) -> VGG:
-    """torchvision's vgg13_bn: VGG configuration B with BatchNorm; see `VGG`."""
-    return _vgg("vgg13_bn", "B", True, num_classes, dtype, kw)
-
-
-@register(
-    "vgg16",
-    input_size=(224, 224, 3),
-    min_input_size=_MIN_SIZE,
-    num_params=138_357_544,
-    reference="torchvision",
-    reference_name="vgg16",
-)
-def vgg16(*, num_classes: int = 1000, dtype=jnp.float32, **kw) -> VGG:
-    """torchvision's vgg16: VGG configuration D; see `VGG`."""
-    return _vgg("vgg16", "D", False, num_classes, dtype, kw)
-
-
-@register(
-    "vgg16_bn",
-    input_size=(224, 224, 3),
-    min_input_size=_MIN_SIZE,
-    num_params=138_365_992,
-    reference="torchvision",
-    reference_name="vgg16_bn",
-)
-def vgg16_bn(*, num_classes: int = 1000, dtype=jnp.float32, **kw) -> VGG:
-    """torchvision's vgg16_bn: VGG configuration D with BatchNorm; see `VGG`."""
-    return _vgg("vgg16_bn", "D", True, num_classes, dtype, kw)
-
-
-@register(
-    "vgg19",
-    input_size=(224, 224, 3),
-    min_input_size=_MIN_SIZE,
-    num_params=143_667_240,
-    reference="torchvision",
-    reference_name="vgg19",
-)
-def vgg19(*, num_classes: int = 1000, dtype=jnp.float32, **kw) -> VGG:
-    """torchvision's vgg19: VGG configuration E; see `VGG`."""
-    return _vgg("vgg19", "E", False, num_classes, dtype, kw)
-
-
-@register(
-    "vgg19_bn",
-    input_size=(224, 224, 3),
-    min_input_size=_MIN_SIZE,
-    num_params=143_678_248,
-    reference="torchvision",
-    reference_name="vgg19_bn",
-)
-def vgg19_bn(*, num_classes: int = 1000, dtype=jnp.float32, **kw) -> VGG:
-    """torchvision's vgg19_bn: VGG configuration E with BatchNorm; see `VGG`."""
-    return _vgg("vgg19_bn", "E", True, num_classes, dtype, kw)
+for _name, (_cfg, _count) in VARIANTS.items():
+    globals()[_name] = register(
+        _name,
+        input_size=(224, 224, 3),
+        min_input_size=_MIN_SIZE,
+        num_params=_count,
+        reference="torchvision",
+        reference_name=_name,
+    )(_make_factory(_name, _cfg))
