@@ -235,7 +235,13 @@ def summary(
     rows = []
     for p in leaves:
         kind, shape = calls[p]
-        stats = walker.by_scope.get(p, _Scope())
+        stats = walker.by_scope.get(p)
+        if stats is None:
+            # The layer emitted no operation (an identity, e.g. an adaptive pool to the size it
+            # is given): its output is its input, in call order the previous layer's output.
+            prev = rows[-1] if rows else None
+            same = prev is not None and prev.output_shape == shape
+            stats = _Scope(last_geometry=prev.geometry if same else None)
         rows.append(
             LayerInfo(
                 name=".".join(p),

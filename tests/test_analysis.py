@@ -74,6 +74,7 @@ def _rf(s, layer):
         ("vgg16", "features.16", 44, 8),
         ("vgg16", "features.23", 100, 16),
         ("vgg16", "features.30", 212, 32),
+        ("vgg16", "avgpool", 212, 32),  # 7x7 -> 7x7: an identity, the input's geometry
         # ResNet-18: stem 7, maxpool 11, then 3x3 convs; the classic figure of 435.
         ("resnet18", "conv1", 7, 2),
         ("resnet18", "maxpool", 11, 4),
