@@ -207,6 +207,71 @@ class InceptionAux(nn.Module):
         return fc2(x)
 
 
+def _trunk(m, x: jax.Array, train: bool, *, paper: bool) -> jax.Array | GoogLeNetOutputs:
+    """The network both GoogLeNets share, called from their compact `__call__` (`m`).
+
+    Stem, nine Inception modules with max pools between the stages, the auxiliary heads on
+    inception4a and inception4d, global average pooling, dropout and the classifier. The
+    paper's version (`paper=True`) adds the two LRNs, ends the fourth stage with a 3x3/2 pool
+    (torchvision: 2x2/2) and uses Caffe's initialisation.
+    """
+    run_aux = m.aux_logits and (train or m.is_initializing())
+
+    def unit(y, features, kernel_size, name, stride=1, padding=0):
+        return _conv_relu(
+            y, features, kernel_size, paper=paper, dtype=m.dtype, name=name, train=train,
+            stride=stride, padding=padding,
+        )  # fmt: skip
+
+    def inception(y, key):
+        block = Inception(*_INCEPTION[key], paper=paper, dtype=m.dtype, name=f"inception{key}")
+        return block(y, train)
+
+    def aux(y, name):
+        head = InceptionAux(
+            m.num_classes, m.aux_dropout_rate, paper=paper, dtype=m.dtype, name=name
+        )
+        return head(y, train).astype(jnp.float32)
+
+    def lrn(y, name):  # Caffe's alpha already divides by the size, as torch's does
+        return (
+            layers.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0, name=name)(y) if paper else y
+        )
+
+    x = unit(x, 64, 7, "conv1", stride=2, padding=3)
+    x = layers.MaxPool(3, 2, ceil_mode=True, name="maxpool1")(x)
+    x = lrn(x, "norm1")
+    x = unit(x, 64, 1, "conv2")
+    x = unit(x, 192, 3, "conv3", padding=1)
+    x = lrn(x, "norm2")
+    x = layers.MaxPool(3, 2, ceil_mode=True, name="maxpool2")(x)
+    x = inception(x, "3a")
+    x = inception(x, "3b")
+    x = layers.MaxPool(3, 2, ceil_mode=True, name="maxpool3")(x)
+    x = inception(x, "4a")
+    aux1 = aux(x, "aux1") if run_aux else None
+    x = inception(x, "4b")
+    x = inception(x, "4c")
+    x = inception(x, "4d")
+    aux2 = aux(x, "aux2") if run_aux else None
+    x = inception(x, "4e")
+    x = layers.MaxPool(3 if paper else 2, 2, ceil_mode=True, name="maxpool4")(x)
+    x = inception(x, "5a")
+    x = inception(x, "5b")
+    x = layers.AdaptiveAvgPool((1, 1), name="avgpool")(x)
+    x = layers.flatten_chw(x)
+    x = nn.Dropout(m.dropout_rate, deterministic=not train, name="dropout")(x)
+    if paper:
+        fc = layers.Dense(m.num_classes, kernel_init=_caffe_xavier,
+                          bias_init=nn.initializers.zeros, dtype=m.dtype, name="fc")  # fmt: skip
+    else:
+        fc = layers.Dense(m.num_classes, kernel_init=_trunc_normal, dtype=m.dtype, name="fc")
+    logits = fc(x).astype(jnp.float32)
+    if m.aux_logits and train:
+        return GoogLeNetOutputs(logits, aux2, aux1)
+    return logits
+
+
 class GoogLeNet(nn.Module):
     """torchvision's GoogLeNet (Inception v1 with BatchNorm), NHWC.
 
@@ -252,51 +317,7 @@ class GoogLeNet(nn.Module):
         if self.transform_input:
             x = layers.imagenet_to_unit_range(x)
 
-        def unit(y, features, kernel_size, name, stride=1, padding=0):
-            return _conv_relu(
-                y, features, kernel_size, paper=False, dtype=self.dtype, name=name,
-                train=train, stride=stride, padding=padding,
-            )  # fmt: skip
-
-        def inception(y, key):
-            return Inception(*_INCEPTION[key], dtype=self.dtype, name=f"inception{key}")(y, train)
-
-        run_aux = self.aux_logits and (train or self.is_initializing())
-
-        def aux(y, name):
-            head = InceptionAux(
-                self.num_classes, self.aux_dropout_rate, dtype=self.dtype, name=name
-            )
-            return head(y, train).astype(jnp.float32)
-
-        x = unit(x, 64, 7, "conv1", stride=2, padding=3)
-        x = layers.MaxPool(3, 2, ceil_mode=True, name="maxpool1")(x)
-        x = unit(x, 64, 1, "conv2")
-        x = unit(x, 192, 3, "conv3", padding=1)
-        x = layers.MaxPool(3, 2, ceil_mode=True, name="maxpool2")(x)
-        x = inception(x, "3a")
-        x = inception(x, "3b")
-        x = layers.MaxPool(3, 2, ceil_mode=True, name="maxpool3")(x)
-        x = inception(x, "4a")
-        aux1 = aux(x, "aux1") if run_aux else None
-        x = inception(x, "4b")
-        x = inception(x, "4c")
-        x = inception(x, "4d")
-        aux2 = aux(x, "aux2") if run_aux else None
-        x = inception(x, "4e")
-        x = layers.MaxPool(2, 2, ceil_mode=True, name="maxpool4")(x)
-        x = inception(x, "5a")
-        x = inception(x, "5b")
-        x = layers.AdaptiveAvgPool((1, 1), name="avgpool")(x)
-        x = layers.flatten_chw(x)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(x)
-        x = layers.Dense(self.num_classes, kernel_init=_trunc_normal, dtype=self.dtype, name="fc")(
-            x
-        )
-        logits = x.astype(jnp.float32)
-        if self.aux_logits and train:
-            return GoogLeNetOutputs(logits, aux2, aux1)
-        return logits
+        return _trunk(self, x, train, paper=False)
 
 
 class GoogLeNet2014(nn.Module):
@@ -358,68 +379,7 @@ class GoogLeNet2014(nn.Module):
                 f"must give 4x4 maps, which needs H and W in [{lo}, {hi}] (e.g. 224) in "
                 f"training mode and at init; got input shape {tuple(x.shape)}"
             )
-
-        def unit(y, features, kernel_size, name, stride=1, padding=0):
-            return _conv_relu(
-                y,
-                features,
-                kernel_size,
-                paper=True,
-                dtype=self.dtype,
-                name=name,
-                train=train,
-                stride=stride,
-                padding=padding,
-            )
-
-        def inception(y, key):
-            return Inception(
-                *_INCEPTION[key], paper=True, dtype=self.dtype, name=f"inception{key}"
-            )(y, train)
-
-        def aux(y, name):
-            head = InceptionAux(
-                self.num_classes, self.aux_dropout_rate, paper=True, dtype=self.dtype, name=name
-            )
-            return head(y, train).astype(jnp.float32)
-
-        def lrn(y, name):
-            return layers.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0, name=name)(y)
-
-        x = unit(x, 64, 7, "conv1", stride=2, padding=3)
-        x = layers.MaxPool(3, 2, ceil_mode=True, name="maxpool1")(x)
-        x = lrn(x, "norm1")
-        x = unit(x, 64, 1, "conv2")
-        x = unit(x, 192, 3, "conv3", padding=1)
-        x = lrn(x, "norm2")
-        x = layers.MaxPool(3, 2, ceil_mode=True, name="maxpool2")(x)
-        x = inception(x, "3a")
-        x = inception(x, "3b")
-        x = layers.MaxPool(3, 2, ceil_mode=True, name="maxpool3")(x)
-        x = inception(x, "4a")
-        aux1 = aux(x, "aux1") if run_aux else None
-        x = inception(x, "4b")
-        x = inception(x, "4c")
-        x = inception(x, "4d")
-        aux2 = aux(x, "aux2") if run_aux else None
-        x = inception(x, "4e")
-        x = layers.MaxPool(3, 2, ceil_mode=True, name="maxpool4")(x)
-        x = inception(x, "5a")
-        x = inception(x, "5b")
-        x = layers.AdaptiveAvgPool((1, 1), name="avgpool")(x)
-        x = layers.flatten_chw(x)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(x)
-        x = layers.Dense(
-            self.num_classes,
-            kernel_init=_caffe_xavier,
-            bias_init=nn.initializers.zeros,
-            dtype=self.dtype,
-            name="fc",
-        )(x)
-        logits = x.astype(jnp.float32)
-        if self.aux_logits and train:
-            return GoogLeNetOutputs(logits, aux2, aux1)
-        return logits
+        return _trunk(self, x, train, paper=True)
 
 
 @register(
