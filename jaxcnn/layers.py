@@ -318,11 +318,20 @@ def flatten_chw(x: jax.Array) -> jax.Array:
     return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
 
 
-def check_input(x, model: str, *, channels: int | None, min_size: tuple[int, int]) -> None:
-    """Validate a model input: rank 4 NHWC, `channels` channels, spatial size >= `min_size`.
+def check_input(
+    x,
+    model: str,
+    *,
+    channels: int | None,
+    min_size: tuple[int, int],
+    max_size: tuple[int, int] | None = None,
+    why_max: str = "",
+) -> None:
+    """Validate a model input: rank 4 NHWC, `channels` channels, `min_size` <= (H, W).
 
     Raises a ValueError naming the model, what was given and the smallest valid input, before
-    any layer can fail with a less helpful shape error.
+    any layer can fail with a less helpful shape error. Models whose classifier takes a fixed
+    feature-map size also give `max_size` and, in `why_max`, the reason.
     """
     shape = tuple(getattr(x, "shape", ()))
     smallest = f"(N, {min_size[0]}, {min_size[1]}, {channels if channels else 'C'})"
@@ -341,6 +350,13 @@ def check_input(x, model: str, *, channels: int | None, min_size: tuple[int, int
         raise ValueError(
             f"{model}: input spatial size {shape[1:3]} is too small; the smallest valid "
             f"input is {smallest}."
+        )
+    if max_size is not None and (shape[1] > max_size[0] or shape[2] > max_size[1]):
+        largest = f"(N, {max_size[0]}, {max_size[1]}, {channels if channels else 'C'})"
+        reason = f"{why_max}, i.e. " if why_max else "valid are "
+        raise ValueError(
+            f"{model}: input spatial size {shape[1:3]} is too large; {reason}inputs from "
+            f"{smallest} to {largest}."
         )
     if not jnp.issubdtype(np.dtype(x.dtype), jnp.floating):
         raise TypeError(f"{model}: input must have a floating dtype; got {x.dtype}")

@@ -143,3 +143,14 @@ def test_pool_and_lrn_layers_are_the_ops():
     )
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+def test_check_input_max_size():
+    with pytest.raises(
+        ValueError,
+        match=r"too large; the head needs 2x2, i.e. inputs from "
+        r"\(N, 4, 5, 3\) to \(N, 6, 7, 3\)",
+    ):
+        layers.check_input(jnp.zeros((1, 7, 5, 3)), "net", channels=3, min_size=(4, 5),
+                           max_size=(6, 7), why_max="the head needs 2x2")  # fmt: skip
+    layers.check_input(jnp.zeros((1, 6, 7, 3)), "net", channels=3, min_size=(4, 5), max_size=(6, 7))

@@ -137,13 +137,14 @@ class AlexNet2012(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        layers.check_input(x, "alexnet_2012", channels=3, min_size=_ALEXNET_2012_MIN_SIZE)
-        if x.shape[1] > _ALEXNET_2012_MAX_SIZE[0] or x.shape[2] > _ALEXNET_2012_MAX_SIZE[1]:
-            raise ValueError(
-                f"alexnet_2012: input spatial size {tuple(x.shape[1:3])} is too large; fc6 "
-                "expects a 6x6 feature map, i.e. inputs from (N, 223, 223, 3) to "
-                "(N, 254, 254, 3) (designed for 224x224). Crop or resize the images."
-            )
+        layers.check_input(
+            x,
+            "alexnet_2012",
+            channels=3,
+            min_size=_ALEXNET_2012_MIN_SIZE,
+            max_size=_ALEXNET_2012_MAX_SIZE,
+            why_max="fc6 expects a 6x6 feature map (designed for 224x224: crop or resize)",
+        )
 
         def conv(features, kernel, name, *, bias, stride=1, padding=1, groups=1):
             return layers.Conv(

@@ -35,6 +35,7 @@ from .registry import register
 # Inputs whose feature map is 5x5 at the classifier, for both models.
 _MIN_SIZE = (32, 32)
 _MAX_SIZE = (35, 35)
+_WHY_MAX = "the classifier expects a 5x5 feature map (designed for 32x32: resize or pad)"
 
 # Table I of LeCun et al. (1998): the S2 maps that each of the 16 C3 maps combines. Maps 0-5
 # see three contiguous S2 maps, 6-11 four contiguous ones, 12-14 four non-contiguous ones
@@ -58,17 +59,6 @@ C3_TABLE: tuple[tuple[int, ...], ...] = (
     (0, 2, 3, 5),
     (0, 1, 2, 3, 4, 5),
 )
-
-
-def _check_max_size(x: jax.Array, model: str) -> None:
-    """Raise unless H, W <= 35 (the classifier expects a 5x5 map; see the module docstring)."""
-    if x.shape[1] > _MAX_SIZE[0] or x.shape[2] > _MAX_SIZE[1]:
-        raise ValueError(
-            f"{model}: input spatial size {tuple(x.shape[1:3])} is too large; the classifier "
-            f"expects a 5x5 feature map, i.e. inputs from (N, {_MIN_SIZE[0]}, {_MIN_SIZE[1]}, 1) "
-            f"to (N, {_MAX_SIZE[0]}, {_MAX_SIZE[1]}, 1) (designed for 32x32). Resize or pad "
-            "the images to 32x32."
-        )
 
 
 def squash(a: jax.Array) -> jax.Array:
@@ -196,8 +186,8 @@ class LeNet5(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        layers.check_input(x, "lenet5", channels=1, min_size=_MIN_SIZE)
-        _check_max_size(x, "lenet5")
+        layers.check_input(x, "lenet5", channels=1, min_size=_MIN_SIZE, max_size=_MAX_SIZE,
+                           why_max=_WHY_MAX)  # fmt: skip
         x = jnp.tanh(layers.Conv(6, 5, dtype=self.dtype, name="conv1")(x))
         x = layers.AvgPool(2, name="pool1")(x)
         x = jnp.tanh(layers.Conv(16, 5, dtype=self.dtype, name="conv2")(x))
@@ -250,8 +240,8 @@ class LeNet5_1998(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        layers.check_input(x, "lenet5_1998", channels=1, min_size=_MIN_SIZE)
-        _check_max_size(x, "lenet5_1998")
+        layers.check_input(x, "lenet5_1998", channels=1, min_size=_MIN_SIZE, max_size=_MAX_SIZE,
+                           why_max=_WHY_MAX)  # fmt: skip
         x = squash(self._conv(6, 5 * 5 * 1, "c1")(x))
         x = squash(Subsampling(dtype=self.dtype, name="s2")(x))
         x = squash(TableConv(C3_TABLE, 5, dtype=self.dtype, name="c3")(x))
