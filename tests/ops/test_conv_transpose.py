@@ -24,6 +24,18 @@ SWEEP = [
 ]
 
 
+def _op_kwargs(case) -> dict:
+    """The keyword arguments of conv_transpose2d (and torch's) that a SWEEP case holds."""
+    *_, groups, _, stride, padding, output_padding, dilation = case
+    return dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+    )
+
+
 def _torch_weight_case(rng, case, dtype=np.float64):
     n, h, w, cin, cout, groups, kernel, *_ = case
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
@@ -35,16 +47,9 @@ def _torch_weight_case(rng, case, dtype=np.float64):
 
 @pytest.mark.parametrize("case", SWEEP, ids=lambda c: "x".join(map(str, c[:6])))
 def test_matches_torch(x64, torch, case):
-    *_, groups, _, stride, padding, output_padding, dilation = case
     rng = np.random.default_rng(sum(case[:6]))
     x, wt, b = _torch_weight_case(rng, case)
-    kw = dict(
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        groups=groups,
-    )
+    kw = _op_kwargs(case)
     y = ops.conv_transpose2d(
         jnp.asarray(x), jnp.asarray(wt.transpose(2, 3, 0, 1)), jnp.asarray(b), **kw
     )
@@ -57,15 +62,8 @@ def test_matches_torch(x64, torch, case):
 
 def test_matches_torch_float32(torch):
     case = SWEEP[0]
-    *_, groups, _, stride, padding, output_padding, dilation = case
     x, wt, b = _torch_weight_case(np.random.default_rng(0), case, np.float32)
-    kw = dict(
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        groups=groups,
-    )
+    kw = _op_kwargs(case)
     y = ops.conv_transpose2d(
         jnp.asarray(x), jnp.asarray(wt.transpose(2, 3, 0, 1)), jnp.asarray(b), **kw
     )
@@ -145,16 +143,9 @@ def test_gradients_finite_differences(x64, case):
 
 def test_gradients_match_torch(x64, torch):
     case = SWEEP[1]
-    *_, groups, _, stride, padding, output_padding, dilation = case
     rng = np.random.default_rng(4)
     x, wt, _b = _torch_weight_case(rng, case)
-    kw = dict(
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        groups=groups,
-    )
+    kw = _op_kwargs(case)
     y = ops.conv_transpose2d(jnp.asarray(x), jnp.asarray(wt.transpose(2, 3, 0, 1)), **kw)
     ct = rng.standard_normal(y.shape)
     gx, gw = jax.grad(lambda x, w: jnp.sum(ops.conv_transpose2d(x, w, **kw) * ct), argnums=(0, 1))(
