@@ -16,8 +16,10 @@ Conventions that make PyTorch weights drop in (see `jaxcnn.convert`):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -131,6 +133,28 @@ class Dense(nn.Module):
         return y
 
 
+_BATCH_NORM_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "jaxcnn_batch_norm_axis", default=None
+)
+
+
+@contextlib.contextmanager
+def batch_norm_axis(axis_name: str | None) -> Iterator[None]:
+    """Within this context, every `BatchNorm` whose own `axis_name` is None syncs over `axis_name`.
+
+    This is how the pmap data-parallel path gets cross-device BatchNorm statistics from models
+    that were written without knowing how they will be parallelised: the training engine traces
+    its step inside ``with batch_norm_axis("batch"):``. Read at trace time only, so jit caches
+    are unaffected once traced. (Under jit + sharding, no axis is needed: the batch axis is
+    global and the means are global already.)
+    """
+    token = _BATCH_NORM_AXIS.set(axis_name)
+    try:
+        yield
+    finally:
+        _BATCH_NORM_AXIS.reset(token)
+
+
 class BatchNorm(nn.Module):
     """Batch normalisation over N, H, W with PyTorch's semantics (`torch.nn.BatchNorm2d`).
 
@@ -171,17 +195,18 @@ class BatchNorm(nn.Module):
         bshape = (1,) * (x.ndim - 1) + (c,)  # explicit broadcasting (no rank promotion)
         if train:
             axes = tuple(range(x.ndim - 1))
-            sync = self.axis_name is not None and not self.is_initializing()
+            axis_name = self.axis_name or _BATCH_NORM_AXIS.get()
+            sync = axis_name is not None and not self.is_initializing()
             n = math.prod(x.shape[:-1])
             mean = jnp.mean(xf, axes)
             if sync:
-                mean = jax.lax.pmean(mean, self.axis_name)
-                n = n * jax.lax.psum(1, self.axis_name)
+                mean = jax.lax.pmean(mean, axis_name)
+                n = n * jax.lax.psum(1, axis_name)
             # Two passes (mean, then squared deviations): E[x^2] - E[x]^2 cancels badly when
             # the mean is large against the spread.
             var = jnp.mean(jnp.square(xf - mean.reshape(bshape)), axes)
             if sync:
-                var = jax.lax.pmean(var, self.axis_name)
+                var = jax.lax.pmean(var, axis_name)
             if not self.is_initializing():
                 unbiased = var * (n / jnp.maximum(n - 1, 1))
                 m = self.momentum

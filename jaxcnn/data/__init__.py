@@ -1,0 +1,40 @@
+"""Data: image sources, per-example augmentation, and deterministic per-process loaders.
+
+``import jaxcnn.data`` is light: tensorflow_datasets, grain, Pillow and scikit-learn are
+imported by the functions that use them.
+
+Sources (random access, ``src[i] -> {"image": uint8 (H, W, C), "label": int}``): `digits`
+(the bundled default, offline), `ArraySource`, `tfds_source`, `ImageFolder`, `synthetic`.
+Augmentation: `jaxcnn.data.augment`. Loaders: `create_datasets`.
+"""
+
+from . import augment
+from .loader import DATA_DEFAULTS, Datasets, EvalLoader, TrainIterator, TrainLoader, create_datasets
+from .sources import (
+    ArraySource,
+    ImageFolder,
+    Source,
+    SyntheticSource,
+    TfdsSource,
+    digits,
+    synthetic,
+    tfds_source,
+)
+
+__all__ = [
+    "DATA_DEFAULTS",
+    "ArraySource",
+    "Datasets",
+    "EvalLoader",
+    "ImageFolder",
+    "Source",
+    "SyntheticSource",
+    "TfdsSource",
+    "TrainIterator",
+    "TrainLoader",
+    "augment",
+    "create_datasets",
+    "digits",
+    "synthetic",
+    "tfds_source",
+]

@@ -1,0 +1,453 @@
+"""`train_and_evaluate(config, workdir)`: the training loop.
+
+One function runs every configuration, from LeNet-5 on a laptop CPU to ResNet-50 on many
+accelerators. Its contract:
+
+* Re-running the same command on the same workdir continues where the last run stopped —
+  after a clean end, a SIGTERM, or a SIGKILL at any step — and on CPU the final parameters are
+  bitwise equal to those of a run that was never interrupted: the checkpoint holds the model,
+  optimizer and BatchNorm state, the base RNG key, the data iterator's position and the
+  reduce-on-plateau tracker, and every random choice is a function of (seed, step) or
+  (seed, example position).
+* A non-finite loss stops the run with `FloatingPointError` naming the first bad step; no
+  checkpoint is written after it, so the last good one stays the newest.
+* SIGTERM (preemption) finishes the current step, saves, and returns cleanly.
+* The workdir gets `config.json` (the resolved config), `metrics.jsonl`, TensorBoard events,
+  `curves.png` and `checkpoints/`, `best/`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import models
+from . import steps as steps_lib
+from .checkpoint import Checkpoints
+from .config import DEFAULTS
+from .optim import Plateau, learning_rate_schedule, make_optimizer
+from .parallel import DataParallel
+from .state import TrainState, create_train_state
+
+log = logging.getLogger("jaxcnn.training")
+
+# Keys that may differ between the run that wrote a workdir and the one resuming it: they
+# change how a run is watched or how fast it goes, never what it computes.
+_RESUME_FREE_KEYS = {
+    "progress",
+    "tensorboard",
+    "plot",
+    "log_every_steps",
+    "async_checkpointing",
+    "keep_checkpoints",
+    "distributed",
+    "data.worker_count",
+    "data.prefetch",
+}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf."""
+
+
+# ----------------------------------------------------------------------------- config
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain, JSON-ready dict of a ConfigDict (or mapping / namespace) config."""
+    if hasattr(config, "to_dict"):
+        d = config.to_dict()
+    elif isinstance(config, dict):
+        d = config
+    else:
+        d = vars(config)
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(d)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "model_kwargs":
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def validate_config(config: Any) -> dict[str, Any]:
+    """Check the config's keys against `DEFAULTS`; returns it as a plain dict."""
+    d = config_to_dict(config)
+    got, want = set(_flatten(d)), set(_flatten(DEFAULTS))
+    if got != want:
+        parts = []
+        if got - want:
+            parts.append(f"unknown keys {sorted(got - want)}")
+        if want - got:
+            parts.append(f"missing keys {sorted(want - got)}")
+        raise ValueError(
+            "config: " + "; ".join(parts) + " (start from jaxcnn.training.config.default_config())"
+        )
+    return d
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _check_and_save_config(cfg: dict, workdir: str, *, write: bool) -> None:
+    """Save the resolved config; refuse to resume a workdir trained with a different one."""
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        a, b = _flatten(saved), _flatten(json.loads(json.dumps(cfg)))
+        diff = sorted(
+            k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUME_FREE_KEYS
+        )
+        if diff:
+            shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:8])
+            raise ValueError(
+                f"workdir {workdir} holds a run with a different config ({shown}); resuming it "
+                "would mix two runs. Use a new --workdir, or the saved config "
+                f"({path}) to continue."
+            )
+        return
+    if write:
+        _atomic_write_text(path, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+# ------------------------------------------------------------------------ preemption
+class _Preemption:
+    """SIGTERM -> a flag checked at step boundaries (the previous handler is restored)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def reached(self, step: int) -> bool:
+        """All processes agree on the step at which to stop."""
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        flag = np.asarray([1 if self.requested else 0], np.int32)
+        return bool(np.max(multihost_utils.process_allgather(flag)))
+
+
+def initialize_distributed() -> None:
+    """`jax.distributed.initialize`, once, before any other JAX call of the run.
+
+    On clusters JAX recognises (Cloud TPU, SLURM, Open MPI, ...) everything is detected.
+    Elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID in each process's environment. CPU processes talk through gloo.
+    """
+    if jax.distributed.is_initialized():
+        return
+    # Only affects the CPU backend; needed for cross-process collectives of CPU devices.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+        if os.environ.get(env):
+            kwargs[key] = int(os.environ[env])
+    jax.distributed.initialize(**kwargs)
+
+
+# ------------------------------------------------------------------------------ loop
+def _global_replicated(tree: Any) -> Any:
+    """`tree` as arrays replicated over every device of every process (checkpoint layout)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("d",)), PartitionSpec())
+
+    def put(x):
+        if (
+            isinstance(x, jax.Array)
+            and x.sharding.is_fully_replicated
+            and x.sharding.device_set == set(jax.devices())
+        ):
+            return x
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree.map(put, tree)
+
+
+def _mean_rows(rows: list[dict[str, jax.Array]]) -> dict[str, float]:
+    stacked = jax.device_get({k: jnp.stack([r[k] for r in rows]) for k in rows[0]})
+    return {k: float(np.mean(v)) for k, v in stacked.items()}
+
+
+def _first_non_finite(pending: list[tuple[int, dict]], par: DataParallel) -> int | None:
+    if not pending:
+        return None
+    losses = par.fetch(jnp.stack([m["total_loss"] for _, m in pending]))
+    bad = np.flatnonzero(~np.isfinite(losses))
+    return None if bad.size == 0 else pending[int(bad[0])][0]
+
+
+def evaluate(par: DataParallel, p_eval, state: TrainState, eval_loader) -> dict[str, float]:
+    """Loss, top-1 and top-5 over one pass of `eval_loader` (padding masked out)."""
+    totals = None
+    for batch in eval_loader:
+        sums = p_eval(state, par.put_batch(batch))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if totals is None:
+        raise ValueError("the evaluation data set is empty")
+    t = par.fetch(totals)
+    n = float(t["count"])
+    return {
+        "eval_loss": float(t["loss_sum"]) / n,
+        "eval_top1": float(t["top1_correct"]) / n,
+        "eval_top5": float(t["top5_correct"]) / n,
+        "eval_correct": round(float(t["top1_correct"])),
+        "eval_count": round(n),
+    }
+
+
+def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
+    """Train `config.model` on `config.data`, evaluating and checkpointing into `workdir`.
+
+    Args:
+      config: an `ml_collections.ConfigDict` (see `jaxcnn.training.config.DEFAULTS` for every
+        key), or a plain dict of the same keys.
+      workdir: the run directory; created if needed. If it holds a checkpoint of the same
+        config, training resumes from it.
+
+    Returns:
+      The final evaluation ("eval_top1", "eval_top5", "eval_loss", "eval_correct",
+      "eval_count"), with "step", "epoch", "wall_s", "preempted" (True if stopped by SIGTERM)
+      and "train_images_per_s".
+
+    Raises:
+      NonFiniteLossError: the loss became NaN/Inf (the message names the step).
+      ValueError: a bad config, or a workdir holding a different run.
+    """
+    from .. import data as data_lib
+    from .metrics import MetricWriter, Progress
+
+    t0 = time.time()
+    cfg = validate_config(config)
+    if cfg["distributed"]:
+        initialize_distributed()
+    workdir = os.path.abspath(workdir)
+    is_main = jax.process_index() == 0
+    if is_main:
+        os.makedirs(workdir, exist_ok=True)
+    _check_and_save_config(cfg, workdir, write=is_main)
+    c = _attrs(cfg)
+
+    par = DataParallel(c.parallel)
+    par.check_batch_size(c.batch_size)
+    par.check_batch_size(c.eval_batch_size, "eval_batch_size")
+    datasets = data_lib.create_datasets(
+        c.data, seed=c.seed, batch_size=c.batch_size, eval_batch_size=c.eval_batch_size
+    )
+    steps_per_epoch = datasets.train.steps_per_epoch
+    total_steps = int(c.num_steps) if c.num_steps > 0 else round(c.num_epochs * steps_per_epoch)
+    if total_steps < 1:
+        raise ValueError(f"num_epochs/num_steps give no training steps ({total_steps})")
+
+    def every(epochs: float) -> int:
+        return max(1, round(epochs * steps_per_epoch))
+
+    eval_every, ckpt_every = every(c.eval_every_epochs), every(c.checkpoint_every_epochs)
+    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if c.dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {sorted(dtypes)}; got {c.dtype!r}")
+    model = models.create_model(
+        c.model, num_classes=datasets.num_classes, dtype=dtypes[c.dtype], **dict(c.model_kwargs)
+    )
+    schedule = learning_rate_schedule(
+        c.optimizer, c.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+    )
+    input_shape = tuple(datasets.image_shape)
+    init_vars = jax.jit(lambda k: model.init(k, jnp.zeros((1, *input_shape)), train=False))(
+        jax.random.fold_in(jax.random.PRNGKey(c.seed), 0)
+    )
+    tx = make_optimizer(c.optimizer, schedule, init_vars["params"])
+    state = create_train_state(model, tx, seed=c.seed, input_shape=input_shape, variables=init_vars)
+    plateau = None
+    if c.schedule.name == "plateau":
+        plateau = Plateau(
+            patience=c.schedule.plateau_patience,
+            gamma=c.schedule.gamma,
+            min_scale=c.schedule.min_learning_rate / c.optimizer.learning_rate,
+        )
+
+    ckpts = Checkpoints(
+        workdir, keep=c.keep_checkpoints, keep_best=c.keep_best, async_save=c.async_checkpointing
+    )
+    writer = MetricWriter(workdir, tensorboard=c.tensorboard, plot=c.plot, enabled=is_main)
+    train_iter = iter(datasets.train)
+    best = {"value": None, "step": None}
+    start = ckpts.latest_step()
+    if start is not None:
+        arrays, extra = ckpts.restore(start, _global_replicated(state.arrays()))
+        state = state.replace_arrays(jax.device_get(arrays))
+        train_iter.set_state(extra["data"])
+        if plateau is not None:
+            plateau.state = dict(extra["plateau"])
+        best = dict(extra["best"])
+        writer.truncate_after(start)
+        log.info("resumed from %s at step %d", ckpts.directory, start)
+    start = start or 0
+    state = par.put_state(state)
+
+    train_step = functools.partial(
+        steps_lib.train_step, label_smoothing=c.label_smoothing, aux_loss_weight=c.aux_loss_weight
+    )
+    p_train = par.compile_train_step(train_step)
+    p_eval = par.compile_eval_step(steps_lib.eval_step)
+
+    def save(step: int, data_state: Any, *, is_best: bool = False) -> None:
+        host_state = par.get_state(state)
+        extra = {
+            "data": data_state,
+            "plateau": None if plateau is None else plateau.state,
+            "best": best,
+            "epoch": step / steps_per_epoch,
+        }
+        ckpts.save(step, _global_replicated(host_state.arrays()), extra, best=is_best)
+
+    progress = Progress(total_steps, initial=start, enabled=c.progress and is_main)
+    if datasets.skipped:
+        progress.write(f"skipped {datasets.skipped} corrupt image files")
+    result: dict[str, Any] = {"preempted": False}
+    queue: collections.deque = collections.deque()
+    data_state = train_iter.get_state()
+    pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked/logged
+    t_log, imgs_per_s = time.time(), []
+    step = start
+
+    def check_finite() -> None:
+        bad = _first_non_finite(pending, par)
+        if bad is not None:
+            last = ckpts.latest_step()
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {bad} (lr {float(schedule(bad - 1)):.3g}); "
+                f"stopped. The last good checkpoint is step {last} in {ckpts.directory}"
+                if last is not None
+                else f"non-finite training loss at step {bad}; stopped before any checkpoint"
+            )
+
+    try:
+        with _Preemption() as preempt, progress:
+            while step < total_steps:
+                if preempt.reached(step):
+                    check_finite()
+                    save(step, data_state)
+                    ckpts.wait()
+                    progress.write(f"SIGTERM: saved step {step}; rerun the command to resume")
+                    result["preempted"] = True
+                    break
+                while len(queue) < max(1, c.data.prefetch) and step + len(queue) < total_steps:
+                    batch = next(train_iter)
+                    queue.append((par.put_batch(batch), train_iter.get_state()))
+                batch, data_state = queue.popleft()
+                state, metrics = p_train(state, batch)
+                step += 1
+                pending.append((step, metrics))
+                progress.update(1)
+                is_eval = step % eval_every == 0 or step == total_steps
+                is_ckpt = step % ckpt_every == 0 or step == total_steps
+                if step % c.log_every_steps == 0 or is_eval or is_ckpt:
+                    check_finite()
+                    row = _mean_rows([m for _, m in pending])
+                    now = time.time()
+                    ips = len(pending) * c.batch_size / (now - t_log)
+                    if step - len(pending) > start:  # the first interval includes compilation
+                        imgs_per_s.append(ips)
+                    t_log = now
+                    lr = float(schedule(step - 1)) * float(par.fetch(state.lr_scale))
+                    writer.write(
+                        step,
+                        {
+                            "epoch": step / steps_per_epoch,
+                            "train_loss": row["loss"],
+                            "train_top1": row["top1"],
+                            "train_top5": row["top5"],
+                            "learning_rate": lr,
+                            "images_per_s": ips,
+                        },
+                    )
+                    progress.update(0, loss=row["loss"], acc=row["top1"], img_s=ips)
+                    pending = []
+                is_best = False
+                if is_eval:
+                    ev = evaluate(par, p_eval, state, datasets.eval)
+                    writer.write(step, {"epoch": step / steps_per_epoch, **_floats(ev)})
+                    writer.plot()
+                    value = ev.get(c.best_metric)
+                    if value is not None and (best["value"] is None or value > best["value"]):
+                        best = {"value": value, "step": step}
+                        is_best = True
+                    if plateau is not None:
+                        scale = plateau.update(ev[c.schedule.plateau_metric])
+                        state = state.replace(lr_scale=par.put_state(np.float32(scale)))
+                    result.update(ev)
+                    t_log = time.time()  # evaluation time is not training time
+                if is_ckpt or is_best:
+                    save(step, data_state, is_best=is_best)
+            if not result["preempted"] and "eval_top1" not in result:
+                # Resumed a finished run: report its final evaluation.
+                result.update(evaluate(par, p_eval, state, datasets.eval))
+    finally:
+        with contextlib.suppress(Exception):
+            ckpts.close()
+        writer.close()
+    result.update(
+        step=step,
+        epoch=step / steps_per_epoch,
+        wall_s=time.time() - t0,
+        train_images_per_s=float(np.median(imgs_per_s)) if imgs_per_s else math.nan,
+    )
+    return result
+
+
+def _floats(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k.startswith("eval_") and isinstance(v, float)}
+
+
+class _attrs:
+    """Attribute access over a plain dict (nested dicts too, model_kwargs excepted)."""
+
+    def __init__(self, d: dict):
+        for k, v in d.items():
+            setattr(self, k, _attrs(v) if isinstance(v, dict) and k != "model_kwargs" else v)
