@@ -10,6 +10,7 @@ reduce-on-plateau), `parallel` (jit + mesh, pmap, one device), `checkpoint` (orb
 Importing this package does not import orbax, grain, TFDS, tqdm or matplotlib.
 """
 
+from .checkpoint import load_run
 from .config import DEFAULTS, default_config
 from .loop import NonFiniteLossError, evaluate, train_and_evaluate
 from .optim import Plateau, learning_rate_schedule, make_optimizer
@@ -29,6 +30,7 @@ __all__ = [
     "eval_step",
     "evaluate",
     "learning_rate_schedule",
+    "load_run",
     "make_optimizer",
     "topk_correct",
     "train_and_evaluate",

@@ -119,3 +119,52 @@ class Checkpoints:
         self._last.close()
         if self._best is not None:
             self._best.close()
+
+
+def load_run(workdir: str, *, step: int | None = None, best: bool = False):
+    """The trained model of a workdir, ready for inference, visualisation or transfer.
+
+    Args:
+      workdir: a directory written by `train_and_evaluate`.
+      step: which checkpoint (default: the newest, or the best one with `best=True`).
+      best: read ``best/`` (best validation metric) instead of ``checkpoints/``.
+
+    Returns:
+      (model, variables, info): the linen Module (float32 compute), its
+      ``{"params", "batch_stats"?}`` as arrays on the default device, and a dict with "model",
+      "model_kwargs", "num_classes", "image_shape" (H, W, C), "mean", "std" (the input
+      normalisation the model was trained with), "step" and "epoch".
+    """
+    from .. import models
+
+    ocp = _ocp()
+    root = os.path.join(os.path.abspath(workdir), "best" if best else "checkpoints")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"no checkpoints in {workdir} (looked for {root})")
+    steps = sorted(int(p) for p in os.listdir(root) if p.isdigit())
+    if not steps:
+        raise FileNotFoundError(f"no complete checkpoint in {root}")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise ValueError(f"no checkpoint for step {step} in {root}; there are {steps}")
+    path = os.path.join(root, str(step))
+    extra = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(path, "extra"))
+    if "run" not in extra:
+        raise ValueError(f"{path} was written by an older jaxcnn without model information")
+    info = dict(extra["run"], step=step, epoch=extra.get("epoch"))
+    checkpointer = ocp.StandardCheckpointer()
+    state_path = os.path.join(path, "state")
+    # Restore onto this process's default device, whatever topology wrote the checkpoint.
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    meta = checkpointer.metadata(state_path)
+    meta = getattr(meta, "item_metadata", meta)
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+    arrays = checkpointer.restore(state_path, target)
+    variables = {"params": arrays["params"]}
+    if arrays["batch_stats"]:
+        variables["batch_stats"] = arrays["batch_stats"]
+    model = models.create_model(
+        info["model"], num_classes=info["num_classes"], **info["model_kwargs"]
+    )
+    return model, variables, info

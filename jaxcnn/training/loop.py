@@ -343,12 +343,22 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
             "plateau": None if plateau is None else plateau.state,
             "best": best,
             "epoch": step / steps_per_epoch,
+            "run": run_info,  # what `load_run` needs to rebuild the model without the config
         }
         ckpts.save(step, _global_replicated(host_state.arrays()), extra, best=is_best)
 
+    run_info = {
+        "model": c.model,
+        "model_kwargs": dict(c.model_kwargs),
+        "num_classes": datasets.num_classes,
+        "image_shape": list(input_shape),
+        "mean": list(datasets.mean),
+        "std": list(datasets.std),
+        "dtype": c.dtype,
+    }
     progress = Progress(total_steps, initial=start, enabled=c.progress and is_main)
     if datasets.skipped:
-        progress.write(f"skipped {datasets.skipped} corrupt image files")
+        progress.write(f"skipped {len(datasets.skipped)} corrupt image files")
     result: dict[str, Any] = {"preempted": False}
     queue: collections.deque = collections.deque()
     data_state = train_iter.get_state()

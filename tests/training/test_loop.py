@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcnn.training import NonFiniteLossError, default_config, train_and_evaluate
+from jaxcnn.data import digits
+from jaxcnn.training import NonFiniteLossError, default_config, load_run, train_and_evaluate
 from jaxcnn.training.checkpoint import Checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +84,15 @@ def test_run_writes_everything(tmp_path):
     assert [r["step"] for r in evals] == [22, 44, 66]
     assert evals[-1]["eval_top1"] == pytest.approx(res["eval_top1"])
     assert all("train_loss" in r for r in rows if "eval_top1" not in r)
+    # load_run rebuilds the model; on the test images it scores what the run reported.
+    model, variables, info = load_run(tmp_path)
+    assert info["step"] == 66 and info["num_classes"] == 10
+    test = digits("test")
+    x = np.stack([test[i]["image"] for i in range(len(test))]).astype(np.float32) / 255
+    x = (x - np.float32(info["mean"][0])) / np.float32(info["std"][0])
+    labels = np.asarray([test[i]["label"] for i in range(len(test))])
+    pred = np.argmax(model.apply(variables, x, train=False), -1)
+    assert int(np.sum(pred == labels)) == res["eval_correct"]
     # Re-running the finished run trains nothing and reports the same evaluation.
     again = train_and_evaluate(small_config(), tmp_path)
     assert again["step"] == 66 and again["eval_top1"] == res["eval_top1"]
