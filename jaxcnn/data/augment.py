@@ -322,6 +322,60 @@ def _crop_with_zeros(img: np.ndarray, top: int, left: int, h: int, w: int) -> np
     return out
 
 
+def rotate_scale(img: np.ndarray, angle: float, scale: float) -> np.ndarray:
+    """Rotate by ``angle`` degrees (counter-clockwise) and scale by ``scale`` about the centre.
+
+    torchvision's ``F.affine(img, angle, translate=[0, 0], scale=scale, shear=[0.0])`` on a
+    PIL image: the centre is (W / 2, H / 2), bilinear interpolation, zeros outside the image.
+
+    Args:
+      img: (H, W, C) uint8 with C = 1 or 3.
+      angle: degrees, positive counter-clockwise.
+      scale: > 0; above 1 enlarges the content.
+
+    Returns:
+      (H, W, C) uint8.
+    """
+    img = _check_image(img)
+    if img.dtype != np.uint8 or img.shape[2] not in (1, 3):
+        raise ValueError(
+            f"rotate_scale needs a uint8 image with 1 or 3 channels; got {img.dtype} "
+            f"with {img.shape[2]} channels"
+        )
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0; got {scale!r}")
+    from PIL import Image
+
+    h, w, c = img.shape
+    # PIL maps each output pixel (x, y) to the input pixel M (x, y) + t: M is the inverse of
+    # "rotate by angle, scale by s" (in image coordinates, y down), t keeps the centre fixed.
+    a = math.radians(angle)
+    cos, sin = math.cos(a) / scale, math.sin(a) / scale
+    cx, cy = w * 0.5, h * 0.5
+    matrix = (cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
+    pil = Image.fromarray(img[:, :, 0] if c == 1 else np.ascontiguousarray(img))
+    out = np.asarray(pil.transform((w, h), Image.Transform.AFFINE, matrix,
+                                   resample=Image.Resampling.BILINEAR, fillcolor=0))  # fmt: skip
+    return out[:, :, None] if c == 1 else out
+
+
+def random_rotate_scale(
+    img: np.ndarray, rng: np.random.Generator, degrees: float, scale: float
+) -> np.ndarray:
+    """`rotate_scale` by an angle uniform in [-degrees, degrees] and a factor uniform in
+    [1 - scale, 1 + scale], drawn in that order (as torchvision's ``RandomAffine(degrees,
+    scale=(1 - scale, 1 + scale))``). Small rotations and rescalings are the classic
+    augmentation for handwritten digits (Simard et al. 2003)."""
+    rng = _check_rng(rng)
+    if not 0 <= degrees <= 180:
+        raise ValueError(f"degrees must be in [0, 180]; got {degrees!r}")
+    if not 0 <= scale < 1:
+        raise ValueError(f"scale must be in [0, 1); got {scale!r}")
+    angle = float(rng.uniform(-degrees, degrees))
+    factor = float(rng.uniform(1 - scale, 1 + scale))
+    return rotate_scale(img, angle, factor)
+
+
 def hflip(img: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
     """Mirror left-right with probability ``p`` (one ``rng.random()`` draw).
 

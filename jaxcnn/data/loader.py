@@ -47,6 +47,8 @@ DATA_DEFAULTS: dict[str, Any] = {
     "channels": None,
     "eval_resize": 0,
     "random_crop_padding": 0,
+    "random_rotation": 0.0,
+    "random_scale": 0.0,
     "random_resized_crop": False,
     "hflip": False,
     "pca_lighting": 0.0,
@@ -143,6 +145,8 @@ class _Transform:
         self.size = cfg["image_size"]
         self.eval_resize = cfg["eval_resize"]
         self.padding = cfg["random_crop_padding"]
+        self.rotation = float(cfg["random_rotation"])
+        self.scale = float(cfg["random_scale"])
         self.rrc = bool(cfg["random_resized_crop"])
         self.flip = bool(cfg["hflip"])
         self.pca = float(cfg["pca_lighting"])
@@ -153,6 +157,7 @@ class _Transform:
         # Whether training may draw random numbers (a crop from a resize_shorter result is
         # random unless the image is square); if not, no generator is built per example.
         self.random = self.rrc or self.flip or self.pca > 0 or self.padding > 0
+        self.random = self.random or self.rotation > 0 or self.scale > 0
         self.random = self.random or self.eval_resize > 0
 
     def train(self, img: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
@@ -164,6 +169,8 @@ class _Transform:
                 img = augment.resize_shorter(img, self.eval_resize)
             elif img.shape[:2] != (s, s):
                 img = augment.resize(img, s)
+            if self.rotation or self.scale:
+                img = augment.random_rotate_scale(img, rng, self.rotation, self.scale)
             if self.padding or img.shape[:2] != (s, s):
                 img = augment.random_crop(img, s, self.padding, rng)
         if self.flip:
@@ -633,7 +640,8 @@ def create_datasets(
     """Build the training and evaluation loaders of one process from the `data` config section.
 
     Train transform: decode -> random_resized_crop, or [resize_shorter(eval_resize) | resize to
-    image_size if sizes differ] + random_crop(image_size, random_crop_padding) -> hflip ->
+    image_size if sizes differ] + random rotation/scale (random_rotation, random_scale) +
+    random_crop(image_size, random_crop_padding) -> hflip ->
     float [0, 1] -> pca_lighting -> channel conversion -> normalise. Eval transform:
     resize_shorter(eval_resize) + center_crop(image_size), or a plain resize to image_size if
     eval_resize is 0 and sizes differ -> channel conversion -> normalise.
@@ -692,6 +700,13 @@ def create_datasets(
     pca = cfg["pca_lighting"]
     if not isinstance(pca, (int, float)) or isinstance(pca, bool) or pca < 0:
         raise ValueError(f"data.pca_lighting must be a float >= 0; got {pca!r}")
+    rotation, scale = cfg["random_rotation"], cfg["random_scale"]
+    if not isinstance(rotation, (int, float)) or isinstance(rotation, bool) or not (
+        0 <= rotation <= 180
+    ):
+        raise ValueError(f"data.random_rotation must be degrees in [0, 180]; got {rotation!r}")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 <= scale < 1:
+        raise ValueError(f"data.random_scale must be a float in [0, 1); got {scale!r}")
     if cfg["random_resized_crop"] and padding:
         raise ValueError(
             "data.random_resized_crop and data.random_crop_padding are alternatives; got both "

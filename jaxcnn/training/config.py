@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
         "channels": None,  # 1 or 3 to convert; None: the source's own
         "eval_resize": 0,  # resize the shorter side to this before the centre crop (0: off)
         "random_crop_padding": 0,  # pad by this much and crop back at random (0: off)
+        "random_rotation": 0.0,  # rotate by up to +-this many degrees (0: off) ...
+        "random_scale": 0.0,  # ... and scale by a factor in [1 - this, 1 + this] (0: off)
         "random_resized_crop": False,  # Inception-style scale (0.08, 1) and aspect (3/4, 4/3)
         "hflip": False,  # random horizontal flips
         "pca_lighting": 0.0,  # AlexNet's PCA colour noise, std of the alphas (0.1 in 2012)

@@ -264,3 +264,38 @@ def test_bad_arguments_are_named():
         A.random_crop(np.zeros((4, 4, 1), np.uint8), 2, -1, rng)
     with pytest.raises(ValueError, match="scale must satisfy"):
         A.random_resized_crop_params(4, 4, rng, scale=(0.5, 0.1))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("angle, scale", [(0.0, 1.0), (12.5, 1.0), (-30.0, 0.85), (90.0, 1.15)])
+def test_rotate_scale_matches_torchvision(TF, channels, angle, scale):
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+
+    img = np.random.default_rng(3).integers(0, 256, (17, 23, channels), dtype=np.uint8)
+    pil = Image.fromarray(img[..., 0] if channels == 1 else img)
+    ref = np.asarray(
+        TF.affine(pil, angle=angle, translate=[0, 0], scale=scale, shear=[0.0],
+                  interpolation=InterpolationMode.BILINEAR)  # fmt: skip
+    )
+    ref = ref[..., None] if channels == 1 else ref
+    out = A.rotate_scale(img, angle, scale)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_random_rotate_scale_draws_angle_then_scale():
+    img = np.zeros((9, 9, 1), np.uint8)
+    img[4, 6] = 255  # a dot right of the centre: where it goes tells the angle
+    seen = []
+    for seed in range(200):
+        r = np.random.default_rng(seed)
+        angle, factor = r.uniform(-20, 20), r.uniform(0.9, 1.1)
+        out = A.random_rotate_scale(img, np.random.default_rng(seed), 20, 0.1)
+        np.testing.assert_array_equal(out, A.rotate_scale(img, angle, factor))
+        seen.append(angle)
+    assert min(seen) < -15 and max(seen) > 15
+    with pytest.raises(ValueError, match="scale must be in"):
+        A.random_rotate_scale(img, np.random.default_rng(0), 10, 1.0)
+    with pytest.raises(ValueError, match="uint8 image with 1 or 3 channels"):
+        A.rotate_scale(np.zeros((4, 4, 2), np.uint8), 10, 1.0)

@@ -317,6 +317,8 @@ def test_folder_through_the_loader_reports_skipped_files(tmp_path):
         ({"image_size": 32, "eval_resize": 28}, {}, r"eval_resize \(28\) must be >= data.image"),
         ({"random_resized_crop": True, "random_crop_padding": 4}, {}, "alternatives"),
         ({"pca_lighting": 0.1}, {}, r"pca_lighting needs RGB images; digits/train has 1"),
+        ({"random_rotation": 200.0}, {}, r"random_rotation must be degrees in \[0, 180\]"),
+        ({"random_scale": 1.0}, {}, r"random_scale must be a float in \[0, 1\); got 1.0"),
         ({"channels": 2}, {}, "data.channels must be None, 1 or 3; got 2"),
         ({"mean": (0.5, 0.5)}, {}, r"data.mean must have one value per channel \(1\)"),
         ({"std": (0.0,)}, {}, "data.std must be positive"),
