@@ -1,0 +1,84 @@
+"""`python -m train.visualize` end to end on a tiny trained run."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcnn.training import train_and_evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lenet_digits_config():
+    """train/configs/lenet_digits.py's config, loaded by path as `python -m train` does."""
+    path = ROOT / "train" / "configs" / "lenet_digits.py"
+    spec = importlib.util.spec_from_file_location("_viz_test_lenet_digits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One epoch of the default job (about 15 s): a real checkpoint and config.json."""
+    workdir = tmp_path_factory.mktemp("viz_run")
+    config = lenet_digits_config()
+    config.num_epochs = 1.0
+    config.progress = False
+    train_and_evaluate(config, str(workdir))
+    return workdir
+
+
+def run_cli(*args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run(
+        [sys.executable, "-m", "train.visualize", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+# Figure -> (minimum width, minimum height) in pixels.
+EXPECTED = {
+    "filters.png": (400, 100),
+    "filters_conv2.png": (400, 150),
+    "top_patches_conv1.png": (500, 400),
+    "top_patches_conv2.png": (500, 400),
+    "top_patches_fc1.png": (500, 400),
+    "feature_maps_conv1.png": (400, 100),
+    "attributions.png": (900, 600),
+}
+
+
+def test_visualize_writes_every_figure(trained_run):
+    proc = run_cli(f"--workdir={trained_run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    viz_dir = trained_run / "viz"
+    assert sorted(os.listdir(viz_dir)) == sorted(EXPECTED)
+    printed = proc.stdout.split()
+    for name, (min_w, min_h) in EXPECTED.items():
+        path = viz_dir / name
+        assert str(path) in printed
+        with Image.open(path) as im:
+            im.load()  # decodes the whole PNG
+            assert im.format == "PNG"
+            w, h = im.size
+            assert min_w <= w <= 4000 and min_h <= h <= 4000, (name, im.size)
+            assert np.unique(np.asarray(im.convert("L"))).size > 16, f"{name} looks blank"
+
+
+def test_visualize_reports_a_missing_run(tmp_path):
+    proc = run_cli(f"--workdir={tmp_path / 'nothing'}")
+    assert proc.returncode == 1
+    assert "config.json not found" in proc.stderr
