@@ -4,10 +4,19 @@
 torch.
 """
 
-from . import convert, layers, ops
+from . import convert, layers, ops, transfer
 from .analysis import summary
 from .models import create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "convert", "create_model", "layers", "list_models", "ops", "summary"]
+__all__ = [
+    "__version__",
+    "convert",
+    "create_model",
+    "layers",
+    "list_models",
+    "ops",
+    "summary",
+    "transfer",
+]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import jax
@@ -155,6 +155,43 @@ def batch_norm_axis(axis_name: str | None) -> Iterator[None]:
         _BATCH_NORM_AXIS.reset(token)
 
 
+_FROZEN_LAYERS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "jaxcnn_frozen_layers", default=frozenset()
+)
+
+
+def in_frozen_layer(path: tuple[str, ...] | list[str], frozen: Collection[str]) -> bool:
+    """True if the layer at `path` (module names from the model's root) is, or lies inside,
+    one of `frozen` (layer paths written "a/b", e.g. "layer1.0" or "layer1.0/bn1")."""
+    if not frozen:
+        return False
+    return any("/".join(path[:i]) in frozen for i in range(1, len(path) + 1))
+
+
+@contextlib.contextmanager
+def frozen_layers(paths: Collection[str]) -> Iterator[None]:
+    """Within this context, every `BatchNorm` in one of `paths` runs in inference mode.
+
+    A frozen BatchNorm normalises with its running statistics and leaves them unchanged even
+    when the model is applied with ``train=True``, while the rest of the model trains: the
+    fine-tuning behaviour that Keras ties to ``trainable=False`` and that users of Flax must
+    otherwise build by hand. The training engine's `train_step` enters this context with the
+    layers it freezes (their parameters it keeps fixed itself). Read at trace time only, like
+    `batch_norm_axis`.
+
+    Args:
+      paths: layer paths from the model's root, "/"-separated ("bn1", "layer1.0"); a path
+        freezes every layer under it.
+    """
+    if isinstance(paths, str):
+        raise TypeError(f"frozen_layers: paths must be a collection of strings; got {paths!r}")
+    token = _FROZEN_LAYERS.set(frozenset(paths))
+    try:
+        yield
+    finally:
+        _FROZEN_LAYERS.reset(token)
+
+
 class BatchNorm(nn.Module):
     """Batch normalisation over N, H, W with PyTorch's semantics (`torch.nn.BatchNorm2d`).
 
@@ -163,6 +200,9 @@ class BatchNorm(nn.Module):
     with the *unbiased* batch variance, and counts ``num_batches_tracked``. Evaluation uses
     the running statistics. Statistics are computed in float32 (float64 for float64 input)
     and stored in float32.
+
+    Inside `frozen_layers` a BatchNorm whose path is frozen behaves as in evaluation even
+    with ``train=True``: running statistics, none updated.
 
     Attributes:
       momentum: PyTorch's momentum (0.1), i.e. 1 - Flax's.
@@ -193,6 +233,8 @@ class BatchNorm(nn.Module):
         # Statistics in float32 at least (bfloat16 sums lose too much), float64 if given.
         xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         bshape = (1,) * (x.ndim - 1) + (c,)  # explicit broadcasting (no rank promotion)
+        if train and in_frozen_layer(self.path, _FROZEN_LAYERS.get()):
+            train = False  # a frozen layer keeps (and uses) its running statistics
         if train:
             axes = tuple(range(x.ndim - 1))
             axis_name = self.axis_name or _BATCH_NORM_AXIS.get()

@@ -32,6 +32,7 @@ def test_save_and_load_round_trip(tmp_path, suffix):
     for k in sd:
         np.testing.assert_array_equal(back[k], sd[k])
         assert back[k].dtype == sd[k].dtype
+        assert back[k].shape == sd[k].shape, k  # a 0-d scalar stays 0-d
 
 
 def test_load_pth_state_dict_and_wrapped_checkpoint(tmp_path, torch):

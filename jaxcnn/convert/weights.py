@@ -86,7 +86,11 @@ def save_weights(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) 
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in state_dict.items()}
+    # ascontiguousarray turns 0-d arrays into (1,): keep each array's own shape (BatchNorm's
+    # num_batches_tracked is a scalar).
+    arrays = {
+        k: np.ascontiguousarray(np.asarray(v)).reshape(np.shape(v)) for k, v in state_dict.items()
+    }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         if suffix == ".safetensors":

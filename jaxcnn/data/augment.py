@@ -354,8 +354,11 @@ def rotate_scale(img: np.ndarray, angle: float, scale: float) -> np.ndarray:
     cx, cy = w * 0.5, h * 0.5
     matrix = (cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
     pil = Image.fromarray(img[:, :, 0] if c == 1 else np.ascontiguousarray(img))
-    out = np.asarray(pil.transform((w, h), Image.Transform.AFFINE, matrix,
-                                   resample=Image.Resampling.BILINEAR, fillcolor=0))  # fmt: skip
+    out = np.asarray(
+        pil.transform(
+            (w, h), Image.Transform.AFFINE, matrix, resample=Image.Resampling.BILINEAR, fillcolor=0
+        )
+    )
     return out[:, :, None] if c == 1 else out
 
 

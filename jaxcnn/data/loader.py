@@ -701,8 +701,10 @@ def create_datasets(
     if not isinstance(pca, (int, float)) or isinstance(pca, bool) or pca < 0:
         raise ValueError(f"data.pca_lighting must be a float >= 0; got {pca!r}")
     rotation, scale = cfg["random_rotation"], cfg["random_scale"]
-    if not isinstance(rotation, (int, float)) or isinstance(rotation, bool) or not (
-        0 <= rotation <= 180
+    if (
+        not isinstance(rotation, (int, float))
+        or isinstance(rotation, bool)
+        or not (0 <= rotation <= 180)
     ):
         raise ValueError(f"data.random_rotation must be degrees in [0, 180]; got {rotation!r}")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 <= scale < 1:

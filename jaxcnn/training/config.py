@@ -65,6 +65,22 @@ DEFAULTS: dict[str, Any] = {
     },
     "label_smoothing": 0.0,
     "aux_loss_weight": 0.3,  # weight of auxiliary classifiers' losses (GoogLeNet/Inception)
+    # Transfer learning (see jaxcnn.transfer). Layer paths are Flax module paths, "/"-separated
+    # ("conv1", "layer1.0/bn1"); patterns are shell-style globs over them ("layer1.*").
+    "init_from": "",  # start from: "" (random) | a jaxcnn workdir (its newest checkpoint) |
+    # a weight file (.pth/.safetensors/.npz, torchvision/timm names). Read only when the workdir
+    # has no checkpoint yet: a resumed run restores its own.
+    "init_mapping": "auto",  # "auto": by layer name; heads whose class count differs start
+    # fresh | "strict": everything must match | "vgg_stages": copy a shallower VGG's first four
+    # convolutions and its fully connected layers into this VGG (Simonyan & Zisserman's stages)
+    "freeze": (),  # patterns of layers kept fixed: parameters, and BatchNorm statistics
+    # (those BatchNorms run in inference mode)
+    "freeze_all_but_last": -1,  # also freeze all but the last N blocks (top-level layers in
+    # execution order; classifier heads always train): -1 off, 0 trains the heads only
+    "head_lr_multiplier": 1.0,  # classifier heads (the layers sized by num_classes) train at
+    # this times the learning rate
+    "lr_multipliers": (),  # ((pattern, multiplier), ...): learning rate per layer group; the
+    # first matching pattern applies (discriminative fine-tuning)
     "dtype": "float32",  # compute dtype: "float32" | "bfloat16" (parameters stay float32)
     "parallel": "jit",  # "jit" (mesh + NamedSharding) | "pmap" | "none" (one device)
     "eval_every_epochs": 1.0,  # evaluate (and plot) every this many epochs, and at the end

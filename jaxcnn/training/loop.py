@@ -12,6 +12,10 @@ accelerators. Its contract:
 * A non-finite loss stops the run with `FloatingPointError` naming the first bad step; no
   checkpoint is written after it, so the last good one stays the newest.
 * SIGTERM (preemption) finishes the current step, saves, and returns cleanly.
+* Transfer learning (`jaxcnn.transfer`): `init_from` is read only by a run that starts fresh
+  (a resumed run restores its own checkpoint); `freeze` / `freeze_all_but_last` layers keep
+  their parameters and BatchNorm statistics bit-identical; `head_lr_multiplier` and
+  `lr_multipliers` set learning rates per layer group.
 * The workdir gets `config.json` (the resolved config), `metrics.jsonl`, TensorBoard events,
   `curves.png` and `checkpoints/`, `best/`.
 """
@@ -264,6 +268,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
 
     t0 = time.time()
     cfg = validate_config(config)
+    _check_transfer_keys(_attrs(cfg))
     if cfg["distributed"]:
         initialize_distributed()
     workdir = os.path.abspath(workdir)
@@ -301,7 +306,32 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     init_vars = jax.jit(lambda k: model.init(k, jnp.zeros((1, *input_shape)), train=False))(
         jax.random.fold_in(jax.random.PRNGKey(c.seed), 0)
     )
-    tx = make_optimizer(c.optimizer, schedule, init_vars["params"])
+    ckpts = Checkpoints(
+        workdir, keep=c.keep_checkpoints, keep_best=c.keep_best, async_save=c.async_checkpointing
+    )
+    start = ckpts.latest_step()
+    if c.init_from and start is None:
+        # Only a run that starts fresh reads init_from: a resumed one restores its own state.
+        from .. import transfer
+
+        init_vars, report = transfer.initialize_from(
+            c.init_from,
+            init_vars,
+            model=c.model,
+            mapping=c.init_mapping,
+            model_kwargs=dict(c.model_kwargs),
+            input_shape=input_shape,
+        )
+        log.info(
+            "init_from %s: copied %d layers; new: %s",
+            report["source"],
+            len(report["copied"]),
+            ", ".join(report["new"]) or "none",
+        )
+    frozen, lr_multipliers = _fine_tuning(c, model, input_shape)
+    tx = make_optimizer(
+        c.optimizer, schedule, init_vars["params"], frozen=frozen, lr_multipliers=lr_multipliers
+    )
     state = create_train_state(model, tx, seed=c.seed, input_shape=input_shape, variables=init_vars)
     plateau = None
     if c.schedule.name == "plateau":
@@ -311,13 +341,9 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
             min_scale=c.schedule.min_learning_rate / c.optimizer.learning_rate,
         )
 
-    ckpts = Checkpoints(
-        workdir, keep=c.keep_checkpoints, keep_best=c.keep_best, async_save=c.async_checkpointing
-    )
     writer = MetricWriter(workdir, tensorboard=c.tensorboard, plot=c.plot, enabled=is_main)
     train_iter = iter(datasets.train)
     best = {"value": None, "step": None}
-    start = ckpts.latest_step()
     if start is not None:
         arrays, extra = ckpts.restore(start, _global_replicated(state.arrays()))
         state = state.replace_arrays(jax.device_get(arrays))
@@ -331,7 +357,10 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     state = par.put_state(state)
 
     train_step = functools.partial(
-        steps_lib.train_step, label_smoothing=c.label_smoothing, aux_loss_weight=c.aux_loss_weight
+        steps_lib.train_step,
+        label_smoothing=c.label_smoothing,
+        aux_loss_weight=c.aux_loss_weight,
+        frozen=frozen,
     )
     p_train = par.compile_train_step(train_step)
     p_eval = par.compile_eval_step(steps_lib.eval_step)
@@ -449,6 +478,48 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
         train_images_per_s=float(np.median(imgs_per_s)) if imgs_per_s else math.nan,
     )
     return result
+
+
+def _check_transfer_keys(c: Any) -> None:
+    """The transfer keys' simple checks, before any data or model is built."""
+    if c.init_mapping not in ("auto", "strict", "vgg_stages"):
+        raise ValueError(
+            f"init_mapping must be 'auto', 'strict' or 'vgg_stages'; got {c.init_mapping!r}"
+        )
+    if not isinstance(c.init_from, str):
+        raise TypeError(f"init_from must be a path string ('' for none); got {c.init_from!r}")
+    if not isinstance(c.freeze_all_but_last, int) or c.freeze_all_but_last < -1:
+        raise ValueError(
+            f"freeze_all_but_last must be an int >= 0, or -1 (off); got {c.freeze_all_but_last!r}"
+        )
+
+
+def _fine_tuning(c: Any, model: Any, input_shape: tuple[int, ...]) -> tuple[tuple, Any]:
+    """(frozen layer paths, learning-rate multipliers or None) from the transfer keys."""
+    freezing = bool(c.freeze) or c.freeze_all_but_last >= 0
+    scaling = bool(c.lr_multipliers) or c.head_lr_multiplier != 1.0
+    if not (freezing or scaling):
+        return (), None
+    from .. import transfer
+
+    frozen = ()
+    if freezing:
+        frozen = transfer.frozen_layers(
+            model,
+            c.freeze,
+            all_but_last=None if c.freeze_all_but_last < 0 else c.freeze_all_but_last,
+            input_shape=input_shape,
+        )
+        log.info("frozen layers: %s", ", ".join(frozen))
+    multipliers = None
+    if scaling:
+        multipliers = transfer.lr_multipliers(
+            model,
+            c.lr_multipliers,
+            head_multiplier=c.head_lr_multiplier,
+            input_shape=input_shape,
+        )
+    return frozen, multipliers
 
 
 def _floats(d: dict) -> dict:

@@ -3,17 +3,22 @@
 The optimizer is PyTorch's `torch.optim.SGD` in optax terms: the gradient is (optionally)
 clipped, weight decay is added to it (``g + wd * w``, L2 as torch does it), then heavy-ball or
 Nesterov momentum ``buf = momentum * buf + g`` and the update ``-lr * buf``.
+
+For fine-tuning, `make_optimizer` also freezes layers (`optax.multi_transform` with
+`optax.set_to_zero`) and scales learning rates per layer (`scale_by_multipliers`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from .. import layers
 
 SCHEDULES = ("constant", "step", "multistep", "cosine", "plateau")
 
@@ -103,10 +108,61 @@ def weight_decay_mask(params: Any, *, decay_bn_and_bias: bool) -> Any:
     return jax.tree.map(lambda p: bool(decay_bn_and_bias or p.ndim >= 2), params)
 
 
+def frozen_mask(params: Any, frozen: Collection[str]) -> Any:
+    """True for the leaves of `params` that lie in one of the `frozen` layer paths.
+
+    Args:
+      params: a "params" tree (nested dicts keyed by layer name).
+      frozen: layer paths, "/"-separated ("conv1", "layer1.0/bn1"); a path covers every
+        layer under it (see `jaxcnn.layers.in_frozen_layer`).
+    """
+    if isinstance(frozen, str):
+        raise TypeError(f"frozen must be a collection of layer paths; got the string {frozen!r}")
+    frozen = frozenset(frozen)
+
+    def leaf(keypath, _):
+        names = tuple(str(getattr(k, "key", k)) for k in keypath)
+        return layers.in_frozen_layer(names[:-1], frozen)
+
+    return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def scale_by_multipliers(multipliers: Any) -> optax.GradientTransformation:
+    """Multiply each update by its own constant (a tree of floats shaped like the params).
+
+    Placed after SGD, scaling leaf i's update by m_i is training it at m_i times the
+    learning rate: the momentum buffer ``buf = momentum * buf + g`` does not involve the
+    rate, so this is exactly a per-layer learning rate (discriminative fine-tuning).
+    """
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(
-    opt_cfg: Any, schedule: optax.Schedule, params: Any
+    opt_cfg: Any,
+    schedule: optax.Schedule,
+    params: Any,
+    *,
+    frozen: Collection[str] = (),
+    lr_multipliers: Any = None,
 ) -> optax.GradientTransformation:
-    """clip -> weight decay -> SGD with (Nesterov) momentum at `schedule`'s rate."""
+    """clip -> weight decay -> SGD with (Nesterov) momentum at `schedule`'s rate.
+
+    Args:
+      opt_cfg: the config's `optimizer` section.
+      schedule: the learning rate per step.
+      params: the parameters (their structure and ranks decide the weight-decay mask).
+      frozen: layer paths whose parameters do not train (see `frozen_mask`). They go through
+        `optax.set_to_zero` inside `optax.multi_transform`: their update is exactly zero, and
+        clipping, weight decay and momentum never see them (no momentum buffer is kept for
+        them, and they do not count in the clipped gradient norm).
+      lr_multipliers: None, or a tree of floats like `params`: each leaf's learning rate is
+        the schedule's times its multiplier (`scale_by_multipliers`).
+    """
     wd = float(opt_cfg.weight_decay)
     momentum = float(opt_cfg.momentum)
     clip = float(opt_cfg.clip_grad_norm)
@@ -122,10 +178,31 @@ def make_optimizer(
     if clip > 0:
         parts.append(optax.clip_by_global_norm(clip))
     if wd > 0:
-        mask = weight_decay_mask(params, decay_bn_and_bias=bool(opt_cfg.decay_bn_and_bias))
-        parts.append(optax.add_decayed_weights(wd, mask=mask))
+        decay_bn_and_bias = bool(opt_cfg.decay_bn_and_bias)
+        # A function of the (possibly partitioned) tree it is given, so that it also applies
+        # inside multi_transform, where frozen leaves are masked out of the tree.
+        parts.append(
+            optax.add_decayed_weights(
+                wd, mask=lambda p: weight_decay_mask(p, decay_bn_and_bias=decay_bn_and_bias)
+            )
+        )
     parts.append(optax.sgd(schedule, momentum=momentum or None, nesterov=bool(opt_cfg.nesterov)))
-    return optax.chain(*parts)
+    tx = optax.chain(*parts)
+    if frozen:
+        mask = frozen_mask(params, frozen)
+        if all(jax.tree.leaves(mask)):
+            raise ValueError(f"frozen layers {sorted(frozen)} leave no parameter to train")
+        labels = jax.tree.map(lambda f: "frozen" if f else "trained", mask)
+        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+    if lr_multipliers is not None:
+        if jax.tree.structure(lr_multipliers) != jax.tree.structure(params):
+            raise ValueError(
+                "lr_multipliers must be a tree of floats with the structure of params; got "
+                f"{jax.tree.structure(lr_multipliers)}, params have {jax.tree.structure(params)}"
+            )
+        # After the partition (the full tree again): a frozen leaf's zero stays zero.
+        tx = optax.chain(tx, scale_by_multipliers(lr_multipliers))
+    return tx
 
 
 class Plateau:

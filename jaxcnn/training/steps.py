@@ -8,12 +8,15 @@ bound with `functools.partial`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from .. import layers
+from .optim import frozen_mask
 from .state import TrainState
 
 
@@ -67,6 +70,7 @@ def train_step(
     label_smoothing: float = 0.0,
     aux_loss_weight: float = 0.3,
     axis_name: str | None = None,
+    frozen: Collection[str] = (),
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on a batch.
 
@@ -79,6 +83,12 @@ def train_step(
         (0.3 in Szegedy et al. 2014).
       axis_name: under pmap, the mapped axis: gradients and metrics are averaged over it
         (BatchNorm statistics through `layers.batch_norm_axis`, which `parallel` sets).
+      frozen: layer paths ("conv1", "layer1.0/bn1"; see `optim.frozen_mask`) that do not
+        train: no gradient flows into their parameters (so no backward pass is spent below
+        the lowest trained layer), their BatchNorms run in inference mode
+        (`layers.frozen_layers`), and their parameters and statistics are carried over
+        unchanged, bit for bit. Pair it with `make_optimizer(..., frozen=...)`, which keeps
+        optimizer state and weight decay away from them.
 
     Returns:
       (new state, metrics) with scalar metrics "loss" (the main classifier's mean
@@ -87,14 +97,19 @@ def train_step(
     """
     images, labels = batch["image"], batch["label"]
     has_bn = bool(state.batch_stats)
+    frozen = frozenset(frozen)
+    mask = frozen_mask(state.params, frozen) if frozen else None
 
     def loss_fn(params):
+        if mask is not None:
+            params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, mask)
         variables = {"params": params}
         if has_bn:
             variables["batch_stats"] = state.batch_stats
-        out, updates = state.apply_fn(
-            variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
-        )
+        with layers.frozen_layers(frozen):
+            out, updates = state.apply_fn(
+                variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+            )
         logits, aux = split_outputs(out)
         loss = jnp.mean(cross_entropy(logits, labels, label_smoothing))
         total = loss
@@ -117,9 +132,13 @@ def train_step(
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     # reduce-on-plateau: scaling the final SGD update by s is scaling the learning rate by s.
     updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
+    params = optax.apply_updates(state.params, updates)
+    if mask is not None:
+        # p + 0.0 is not always p bit for bit (-0.0 + 0.0 == +0.0): carry frozen leaves over.
+        params = jax.tree.map(lambda old, new, f: old if f else new, state.params, params, mask)
     new_state = state.replace(
         step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
+        params=params,
         batch_stats=batch_stats if has_bn else state.batch_stats,
         opt_state=opt_state,
     )

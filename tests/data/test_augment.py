@@ -275,8 +275,14 @@ def test_rotate_scale_matches_torchvision(TF, channels, angle, scale):
     img = np.random.default_rng(3).integers(0, 256, (17, 23, channels), dtype=np.uint8)
     pil = Image.fromarray(img[..., 0] if channels == 1 else img)
     ref = np.asarray(
-        TF.affine(pil, angle=angle, translate=[0, 0], scale=scale, shear=[0.0],
-                  interpolation=InterpolationMode.BILINEAR)  # fmt: skip
+        TF.affine(
+            pil,
+            angle=angle,
+            translate=[0, 0],
+            scale=scale,
+            shear=[0.0],
+            interpolation=InterpolationMode.BILINEAR,
+        )
     )
     ref = ref[..., None] if channels == 1 else ref
     out = A.rotate_scale(img, angle, scale)
