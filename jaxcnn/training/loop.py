@@ -147,10 +147,16 @@ def _check_and_save_config(cfg: dict, workdir: str, *, write: bool) -> None:
 
 # ------------------------------------------------------------------------ preemption
 class _Preemption:
-    """SIGTERM -> a flag checked at step boundaries (the previous handler is restored)."""
+    """SIGTERM -> a flag checked at step boundaries (the previous handler is restored).
 
-    def __init__(self):
+    With several processes, all must stop at the same step (the save is collective), so they
+    agree through an all-gather of the flag; that costs a host round trip, so it happens only
+    every `sync_every` steps: a multi-process run stops at the next multiple of it.
+    """
+
+    def __init__(self, sync_every: int = 1):
         self.requested = False
+        self.sync_every = max(1, sync_every)
         self._previous = None
 
     def __enter__(self):
@@ -166,9 +172,11 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
     def reached(self, step: int) -> bool:
-        """All processes agree on the step at which to stop."""
+        """Whether every process is to stop before taking step `step + 1`."""
         if jax.process_count() == 1:
             return self.requested
+        if step % self.sync_every:
+            return False
         from jax.experimental import multihost_utils
 
         flag = np.asarray([1 if self.requested else 0], np.int32)
@@ -407,7 +415,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
             )
 
     try:
-        with _Preemption() as preempt, progress:
+        with _Preemption(sync_every=c.log_every_steps) as preempt, progress:
             while step < total_steps:
                 if preempt.reached(step):
                     check_finite()
