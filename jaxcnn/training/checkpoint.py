@@ -58,6 +58,7 @@ class Checkpoints:
             return ocp.CheckpointManager(path, options=options, item_names=("state", "extra"))
 
         self._last = manager(self.directory, keep)
+        self.last_saved: int | None = None  # the step of the newest save started by this object
         self._best = manager(self.best_directory, 1) if keep_best else None
 
     def latest_step(self) -> int | None:
@@ -80,6 +81,7 @@ class Checkpoints:
             state=ocp.args.StandardSave(state_arrays), extra=ocp.args.JsonSave(extra)
         )
         self._last.save(step, args=args, force=True)
+        self.last_saved = step
         if best and self._best is not None:
             self._best.save(step, args=args, force=True)
 

@@ -419,7 +419,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
             while step < total_steps:
                 if preempt.reached(step):
                     check_finite()
-                    save(step, data_state)
+                    if step not in (ckpts.latest_step(), ckpts.last_saved):  # maybe just saved
+                        save(step, data_state)
                     ckpts.wait()
                     progress.write(f"SIGTERM: saved step {step}; rerun the command to resume")
                     result["preempted"] = True

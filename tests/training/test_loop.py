@@ -127,6 +127,18 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(arrays["params"]))
 
 
+def test_sigterm_right_after_a_checkpoint(tmp_path, monkeypatch):
+    """A stop requested at a step that was just checkpointed must not save it twice."""
+    from jaxcnn.training import loop
+
+    monkeypatch.setattr(loop._Preemption, "reached", lambda self, step: step == 22)
+    res = train_and_evaluate(small_config(), tmp_path)  # checkpoints every 22 steps
+    assert res["preempted"] and res["step"] == 22
+    monkeypatch.undo()
+    res = train_and_evaluate(small_config(), tmp_path)
+    assert res["step"] == 66 and not res["preempted"]
+
+
 def test_tfds_mock_mnist_one_epoch(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")  # part of the install
     cfg = small_config(
