@@ -7,7 +7,7 @@
 Peers, each model in a subprocess of its own per peer (this script re-invoked with
 ``--worker NAME``):
 
-* ``jaxcnn``: ``jax.jit(lambda v, x: model.apply(v, x, train=False))`` with the variables as
+* ``jaxcnn``: ``jax.jit(lambda v, x: model.apply(v, x, train=False), compiler_options=jaxcnn.compiler_options())`` with the variables as
   an argument (not baked into the program as constants), NHWC float32 input.
 * ``torch_eager``: torchvision's model of the same name, ``model.eval()`` under
   ``torch.inference_mode()``, NCHW float32 input.
@@ -56,6 +56,7 @@ def jaxcnn_infer_worker(spec: dict) -> dict:
     import numpy as np
 
     from jaxcnn.models import create_model
+    from jaxcnn.xla import compiler_options
 
     platform = "gpu" if spec["device"] == "gpu" else "cpu"
     device = jax.devices(platform)[0]
@@ -65,7 +66,9 @@ def jaxcnn_infer_worker(spec: dict) -> dict:
         variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, s, s, c)), train=False))(
             jax.random.PRNGKey(0)
         )
-        forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+        # jaxcnn's recommended XLA options for this platform, as a user is told to pass them.
+        options = compiler_options(platform)
+        forward = jax.jit(lambda v, x: model.apply(v, x, train=False), compiler_options=options)
         rng = np.random.default_rng(0)
         latency, first, profile = {}, {}, {}
         for batch in spec["batches"]:
@@ -113,6 +116,7 @@ def jaxcnn_infer_worker(spec: dict) -> dict:
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "compiler_options": options,
     }
 
 

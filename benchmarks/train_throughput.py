@@ -223,6 +223,7 @@ def jaxcnn_train_worker(spec: dict) -> dict:
             "optax": optax.__version__,
             "jax_backend": device.platform,
             "xla_flags": _env("XLA_FLAGS"),
+            "compiler_options": dp.compiler_options,
         }
         if spec.get("breakdown"):
             result["breakdown_s"] = _jax_breakdown(jax, st, batch, spec)
@@ -286,8 +287,11 @@ def _jax_breakdown(jax, st, batch, spec: dict) -> dict:
         logits, _ = steps.split_outputs(out)
         return jnp.mean(steps.cross_entropy(logits, batch["label"]))
 
-    fwd = jax.jit(loss)
-    fwd_bwd = jax.jit(jax.value_and_grad(loss))
+    from jaxcnn.xla import compiler_options
+
+    options = compiler_options(jax.devices()[0].platform)  # as the engine compiles its step
+    fwd = jax.jit(loss, compiler_options=options)
+    fwd_bwd = jax.jit(jax.value_and_grad(loss), compiler_options=options)
     args = (st.params, st.batch_stats, batch)
 
     def timed(fn) -> float:

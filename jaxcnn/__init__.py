@@ -7,11 +7,13 @@ torch.
 from . import convert, layers, ops, transfer
 from .analysis import summary
 from .models import create_model, list_models
+from .xla import compiler_options
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "compiler_options",
     "convert",
     "create_model",
     "layers",

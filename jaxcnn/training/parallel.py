@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from .. import layers
+from ..xla import compiler_options
 from .state import TrainState
 
 MODES = ("jit", "pmap", "none")
@@ -76,6 +77,8 @@ class DataParallel:
         self._sharded = NamedSharding(self.mesh, P("data"))
         # pmap's inputs: a leading axis of one entry per device, laid out over the devices.
         self._stacked = NamedSharding(Mesh(np.asarray(devices), (PMAP_AXIS,)), P(PMAP_AXIS))
+        # jaxcnn's XLA options for this platform (`jaxcnn.xla`); pmap takes none.
+        self.compiler_options = compiler_options(devices[0].platform)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -166,12 +169,15 @@ class DataParallel:
             return train_step(state, batch, step_rng(state), axis_name=None)
 
         if self.mode == "none":
-            return jax.jit(body, donate_argnums=donate_argnums)
+            return jax.jit(
+                body, donate_argnums=donate_argnums, compiler_options=self.compiler_options
+            )
         return jax.jit(
             body,
             in_shardings=(self._replicated, self._sharded),
             out_shardings=(self._replicated, self._replicated),
             donate_argnums=donate_argnums,
+            compiler_options=self.compiler_options,
         )
 
     def compile_eval_step(self, eval_step: Callable) -> Callable:
@@ -187,11 +193,12 @@ class DataParallel:
             return eval_step(state, batch, axis_name=None)
 
         if self.mode == "none":
-            return jax.jit(body)
+            return jax.jit(body, compiler_options=self.compiler_options)
         return jax.jit(
             body,
             in_shardings=(self._replicated, self._sharded),
             out_shardings=self._replicated,
+            compiler_options=self.compiler_options,
         )
 
     def fetch(self, tree: Any) -> Any:

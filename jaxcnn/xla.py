@@ -1,0 +1,94 @@
+"""XLA compiler options that make these networks faster, applied per compiled function.
+
+    import jax, jaxcnn
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False),
+                      compiler_options=jaxcnn.compiler_options())
+
+The training engine (`jaxcnn.training.DataParallel`) passes them to every step it compiles;
+code that jits a model itself passes them as above.
+
+Why per function and not through ``XLA_FLAGS``: an ``XLA_FLAGS`` entry is read once, when the
+backend starts, and an option this jaxlib does not know aborts the process. Options given to
+`jax.jit` apply to that function only, leave the user's other code alone, and an unknown
+one is a catchable error, so `compiler_options` checks them once and drops them if this
+jaxlib rejects them.
+
+The options, and the evidence for each (`benchmarks/README.md` has the profiles):
+
+* CPU, ``xla_cpu_experimental_ynn_fusion_type=""`` (no YNNPACK fusions). jaxlib 0.10's
+  XLA:CPU turns convolutions and the elementwise work around them into YNNPACK kernels. For
+  these networks they are slower than XLA's own: ResNet-18's batch-1 forward pass takes 62 ms
+  with them and 24 ms without, ResNet-50's 77-88 ms and 50 ms, and LeNet-5's kernel gradients
+  run 3-6x slower (2-core x86-64, jaxlib 0.10.2). Results agree to float32 rounding.
+* GPU and TPU: none; XLA's defaults there are what the benchmarks measure.
+
+Set ``JAXCNN_XLA_OPTIONS=0`` to get XLA's defaults everywhere (for A/B timing, or to report
+a bug). An option the user sets in ``XLA_FLAGS`` is left to the user's value.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+
+# Per platform: option -> value, as `jax.jit(..., compiler_options=...)` takes them.
+RECOMMENDED: dict[str, dict[str, str]] = {
+    "cpu": {"xla_cpu_experimental_ynn_fusion_type": ""},
+}
+ENV_SWITCH = "JAXCNN_XLA_OPTIONS"
+
+
+def compiler_options(platform: str | None = None) -> dict[str, str]:
+    """The compiler options jaxcnn recommends for `platform`, as `jax.jit` takes them.
+
+    Args:
+      platform: "cpu", "gpu", "cuda", "rocm" or "tpu"; default: JAX's default backend.
+
+    Returns:
+      A new dict (possibly empty) of option name -> value: empty when ``JAXCNN_XLA_OPTIONS=0``,
+      minus the options already named in ``XLA_FLAGS``, and minus any this jaxlib rejects
+      (checked once per process by compiling a small function, with a warning naming it).
+    """
+    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+        return {}
+    platform = (platform or jax.default_backend()).lower()
+    options = _accepted(platform)
+    user_flags = os.environ.get("XLA_FLAGS", "")
+    return {k: v for k, v in options.items() if f"--{k}" not in user_flags}
+
+
+@functools.cache
+def _accepted(platform: str) -> dict[str, str]:
+    options = RECOMMENDED.get(platform, {})
+    if not options:
+        return {}
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:  # that backend is not available here: nothing to check it against
+        return dict(options)
+    accepted = {}
+    x = jax.device_put(jnp.ones((2, 6, 6, 1), jnp.float32), devices[0])
+    w = jnp.ones((3, 3, 1, 1), jnp.float32)
+
+    def probe(x):  # a convolution, so a pass the option configures actually runs
+        return jax.lax.conv_general_dilated(
+            x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    for name, value in options.items():
+        try:
+            jax.jit(probe, compiler_options={name: value}).lower(x).compile()
+        except Exception as err:  # jaxlib rejects it (a renamed or removed option)
+            warnings.warn(
+                f"jaxcnn: this jaxlib ({jax.__version__}) rejects the XLA option {name}={value!r}; "
+                f"compiling without it ({str(err).splitlines()[0][:200]})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        accepted[name] = value
+    return accepted

@@ -1,0 +1,91 @@
+"""jaxcnn.compiler_options: what it recommends, the ways to turn it off, the check that
+drops options a jaxlib rejects, and that the engine compiles with it without changing results."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxcnn
+from jaxcnn import xla
+from jaxcnn.training import DataParallel, create_train_state, train_step
+
+YNN = "xla_cpu_experimental_ynn_fusion_type"
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch):
+    monkeypatch.delenv(xla.ENV_SWITCH, raising=False)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    xla._accepted.cache_clear()
+    yield
+    xla._accepted.cache_clear()
+
+
+def test_cpu_gets_the_ynn_option_and_it_compiles():
+    opts = jaxcnn.compiler_options("cpu")
+    assert opts == {YNN: ""}
+    f = jax.jit(lambda x: jnp.tanh(x) @ x, compiler_options=opts)
+    np.testing.assert_allclose(f(jnp.eye(3)), np.tanh(np.eye(3)), rtol=1e-6)
+
+
+def test_other_platforms_get_none_and_the_result_is_a_copy():
+    assert jaxcnn.compiler_options("tpu") == {}
+    assert jaxcnn.compiler_options("cuda") == {}
+    opts = jaxcnn.compiler_options("cpu")
+    opts["something"] = "else"
+    assert "something" not in jaxcnn.compiler_options("cpu")
+
+
+@pytest.mark.parametrize("value", ["0", "false", "OFF"])
+def test_env_switch_turns_it_off(monkeypatch, value):
+    monkeypatch.setenv(xla.ENV_SWITCH, value)
+    assert jaxcnn.compiler_options("cpu") == {}
+
+
+def test_an_option_the_user_sets_in_xla_flags_is_left_to_the_user(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", f"--{YNN}=")
+    assert jaxcnn.compiler_options("cpu") == {}
+
+
+def test_an_option_this_jaxlib_rejects_is_dropped_with_a_warning(monkeypatch):
+    monkeypatch.setitem(xla.RECOMMENDED, "cpu", {"xla_no_such_option_for_jaxcnn": "1", YNN: ""})
+    with pytest.warns(RuntimeWarning, match="rejects the XLA option xla_no_such_option"):
+        opts = jaxcnn.compiler_options("cpu")
+    assert opts == {YNN: ""}
+
+
+def test_engine_compiles_with_them_and_results_match_xla_defaults(monkeypatch):
+    # The option changes which kernels run, not what is computed: training steps of LeNet-5
+    # (convolutions, pools, dense layers, tanh: smooth, so rounding differences stay rounding
+    # differences; a ReLU network can flip a unit whose input rounds to either side of 0)
+    # update every parameter alike to float32 rounding.
+    model = jaxcnn.create_model("lenet5", num_classes=5)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.standard_normal((16, 32, 32, 1)).astype(np.float32),
+        "label": rng.integers(0, 5, 16).astype(np.int32),
+    }
+    step = functools.partial(train_step, label_smoothing=0.0, aux_loss_weight=0.0)
+    start = create_train_state(model, optax.sgd(0.05, 0.9), seed=0, input_shape=(32, 32, 1))
+    p0 = jax.device_get(start.params)
+    updates, losses = {}, {}
+    for switch in ("1", "0"):
+        monkeypatch.setenv(xla.ENV_SWITCH, switch)
+        dp = DataParallel("jit")
+        assert dp.compiler_options == ({YNN: ""} if switch == "1" else {})
+        state = dp.put_state(jax.tree.map(jnp.array, start))
+        run = dp.compile_train_step(step)
+        for _ in range(3):
+            state, metrics = run(state, dp.put_batch(batch))
+        p1 = jax.device_get(state.params)
+        updates[switch] = jax.tree.leaves(jax.tree.map(lambda a, b: a - b, p1, p0))
+        losses[switch] = float(dp.fetch(metrics)["loss"])
+    np.testing.assert_allclose(losses["1"], losses["0"], rtol=1e-5)
+    for on, off in zip(updates["1"], updates["0"], strict=True):
+        assert np.abs(on - off).max() <= 1e-5 * np.abs(off).max()
