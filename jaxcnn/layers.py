@@ -129,7 +129,7 @@ class Dense(nn.Module):
         if self.use_bias:
             init = self.bias_init or _torch_default_bias_init(fan_in)
             bias = self.param("bias", init, (self.features,), self.param_dtype)
-            y = y + bias.astype(dtype).reshape((1,) * (y.ndim - 1) + (-1,))
+            y = ops.add_bias(y, bias.astype(y.dtype))
         return y
 
 
@@ -235,34 +235,41 @@ class BatchNorm(nn.Module):
         bshape = (1,) * (x.ndim - 1) + (c,)  # explicit broadcasting (no rank promotion)
         if train and in_frozen_layer(self.path, _FROZEN_LAYERS.get()):
             train = False  # a frozen layer keeps (and uses) its running statistics
+        scale = bias = None
+        if self.use_scale:
+            scale = self.param("scale", self.scale_init, (c,), self.param_dtype)
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
         if train:
-            axes = tuple(range(x.ndim - 1))
             axis_name = self.axis_name or _BATCH_NORM_AXIS.get()
             sync = axis_name is not None and not self.is_initializing()
-            n = math.prod(x.shape[:-1])
-            mean = jnp.mean(xf, axes)
-            if sync:
-                mean = jax.lax.pmean(mean, axis_name)
-                n = n * jax.lax.psum(1, axis_name)
-            # Two passes (mean, then squared deviations): E[x^2] - E[x]^2 cancels badly when
-            # the mean is large against the spread.
-            var = jnp.mean(jnp.square(xf - mean.reshape(bshape)), axes)
-            if sync:
-                var = jax.lax.pmean(var, axis_name)
+            # One fused op with a hand-written backward (`ops.batch_norm`); absent scale and
+            # bias enter as constants, so they get no parameter.
+            y, mean, var = ops.batch_norm(
+                xf,
+                jnp.ones((c,), xf.dtype) if scale is None else scale,
+                jnp.zeros((c,), xf.dtype) if bias is None else bias,
+                epsilon=self.epsilon,
+                axis_name=axis_name if sync else None,
+            )
             if not self.is_initializing():
+                mean, var = jax.lax.stop_gradient((mean, var))
+                n = math.prod(x.shape[:-1])
+                if sync:
+                    n = n * jax.lax.psum(1, axis_name)
                 unbiased = var * (n / jnp.maximum(n - 1, 1))
                 m = self.momentum
                 dt = mean_v.value.dtype
                 mean_v.value = ((1 - m) * mean_v.value + m * mean).astype(dt)
                 var_v.value = ((1 - m) * var_v.value + m * unbiased).astype(dt)
                 count_v.value = count_v.value + 1
-        else:
-            mean, var = mean_v.value, var_v.value
+            return y.astype(self.dtype or x.dtype)
+        mean, var = mean_v.value, var_v.value
         y = (xf - mean.reshape(bshape)) * jax.lax.rsqrt(var + self.epsilon).reshape(bshape)
-        if self.use_scale:
-            y = y * self.param("scale", self.scale_init, (c,), self.param_dtype).reshape(bshape)
-        if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (c,), self.param_dtype).reshape(bshape)
+        if scale is not None:
+            y = y * scale.astype(xf.dtype).reshape(bshape)
+        if bias is not None:
+            y = y + bias.astype(xf.dtype).reshape(bshape)
         return y.astype(self.dtype or x.dtype)
 
 

@@ -41,6 +41,7 @@ from ._args import (
 )
 from .fft import fft_conv
 from .im2col import im2col_conv
+from .reduction import add_bias
 from .winograd import check_supported as check_winograd_supported
 from .winograd import winograd_conv
 
@@ -212,7 +213,7 @@ def conv2d(
         xp = pad_input(x, pads, padding_mode, op)
         y = _valid_conv(xp, w, stride, dilation, groups, out_hw, algorithm, op)
     if b is not None:
-        y = y + b.astype(y.dtype).reshape(1, 1, 1, -1)
+        y = add_bias(y, b.astype(y.dtype))
     return y
 
 

@@ -23,6 +23,7 @@ import jax
 from jax import lax
 
 from ._args import _is_int, check_float, check_nhwc, explicit_padding, pair
+from .reduction import add_bias
 
 
 def conv_transpose2d(
@@ -131,5 +132,5 @@ def conv_transpose2d(
         feature_group_count=groups,
     )
     if b is not None:
-        y = y + b.astype(y.dtype).reshape(1, 1, 1, -1)
+        y = add_bias(y, b.astype(y.dtype))
     return y
