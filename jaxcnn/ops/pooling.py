@@ -240,7 +240,7 @@ def _window_sum(x, win: _Window):
         # windowed sum of its own (about 3x slower in LeNet-5's CPU training step).
         n, _, _, c = x.shape
         tiles = x[:, : oh * kh, : ow * kw, :].reshape(n, oh, kh, ow, kw, c)
-        return tiles.sum(axis=(2, 4))
+        return tiles.sum(axis=(2, 4), dtype=x.dtype)  # integers in their own dtype
     # reduce_window with init 0 is JAX's differentiable windowed sum (forward and reverse).
     return _reduce_window(x, np.array(0, x.dtype), lax.add, win)
 

@@ -172,6 +172,19 @@ def test_pools_match_torch_float32(torch):
         np.testing.assert_allclose(got, _torch_op(torch, name, x, *args), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.float16])
+def test_tiling_sum_pool_keeps_the_dtype(dtype):
+    # stride == kernel, no padding: the reshape-and-sum path; it must sum in x's own dtype
+    # as the reduce_window path does (integers do not promote).
+    x = np.arange(2 * 7 * 9 * 3).reshape(2, 7, 9, 3).astype(dtype) % 5
+    for fn in (jax.jit(functools.partial(ops.sum_pool2d, kernel_size=2)), ops.sum_pool2d):
+        got = fn(x, 2) if fn is ops.sum_pool2d else fn(x)
+        assert got.dtype == dtype
+        want = x[:, :6, :8].astype(np.int64).reshape(2, 3, 2, 4, 2, 3).sum((2, 4))
+        np.testing.assert_array_equal(np.asarray(got, np.int64), want)
+    assert ops.avg_pool2d(x.astype(np.float32), 2).dtype == np.float32
+
+
 def test_integer_max_and_sum_pools_are_exact(torch):
     x = np.random.default_rng(1).integers(-50, 50, (2, 7, 9, 3)).astype(np.int32)
     got = ops.max_pool2d(x, 3, 2, 1, ceil_mode=True)
