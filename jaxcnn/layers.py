@@ -243,8 +243,8 @@ class BatchNorm(nn.Module):
         if train:
             axis_name = self.axis_name or _BATCH_NORM_AXIS.get()
             sync = axis_name is not None and not self.is_initializing()
-            # One fused op with a hand-written backward (`ops.batch_norm`); absent scale and
-            # bias enter as constants, so they get no parameter.
+            # `ops.batch_norm`: its per-channel sums (and their gradients) are matrix products
+            # on CPU. An absent scale or bias enters as a constant, so it gets no parameter.
             y, mean, var = ops.batch_norm(
                 xf,
                 jnp.ones((c,), xf.dtype) if scale is None else scale,

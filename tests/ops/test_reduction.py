@@ -34,6 +34,23 @@ def test_channel_ops_float32_and_jit():
     np.testing.assert_allclose(got, x.astype(np.float64).reshape(-1, 16).sum(0), rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.float16])
+def test_channel_sum_keeps_the_dtype_under_jit(dtype):
+    # Both platform branches must agree on the dtype (jit traces both): no integer promotion.
+    x = (np.arange(4 * 3 * 5) % 7).reshape(4, 3, 5).astype(dtype)
+    for fn in (ops.channel_sum, jax.jit(ops.channel_sum)):
+        got = fn(x)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(got, np.int64), x.astype(np.int64).sum((0, 1)))
+
+
+def test_channel_sum_rejects_bool_and_scalars():
+    with pytest.raises(TypeError, match="numeric array of rank >= 1; got bool"):
+        ops.channel_sum(jnp.ones((2, 3), bool))
+    with pytest.raises(TypeError, match="rank >= 1"):
+        ops.channel_sum(jnp.float32(1.0))
+
+
 def test_add_bias_is_the_plain_sum_with_any_order_gradients(x64):
     rng = np.random.default_rng(1)
     y, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal(5)
