@@ -4,8 +4,9 @@
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False),
                       compiler_options=jaxcnn.compiler_options())
 
-The training engine (`jaxcnn.training.DataParallel`) passes them to every step it compiles;
-code that jits a model itself passes them as above.
+The training engine (`jaxcnn.training.DataParallel`) passes them to every step it compiles
+with `jax.jit` (modes "jit" and "none"; `jax.pmap` takes no compiler options); code that jits
+a model itself passes them as above.
 
 Why per function and not through ``XLA_FLAGS``: an ``XLA_FLAGS`` entry is read once, when the
 backend starts, and an option this jaxlib does not know aborts the process. Options given to
@@ -17,9 +18,10 @@ The options, and the evidence for each (`benchmarks/README.md` has the profiles)
 
 * CPU, ``xla_cpu_experimental_ynn_fusion_type=""`` (no YNNPACK fusions). jaxlib 0.10's
   XLA:CPU turns convolutions and the elementwise work around them into YNNPACK kernels. For
-  these networks they are slower than XLA's own: ResNet-18's batch-1 forward pass takes 62 ms
-  with them and 24 ms without, ResNet-50's 77-88 ms and 50 ms, and LeNet-5's kernel gradients
-  run 3-6x slower (2-core x86-64, jaxlib 0.10.2). Results agree to float32 rounding.
+  these networks they are slower than XLA's own: ResNet-18's batch-1 forward pass took 49-62
+  ms with them and 23-24 ms without, ResNet-50's 77-88 ms and 50-52 ms, and LeNet-5's conv1
+  kernel gradient 7.1 ms against 1.1 ms (2-core x86-64, jaxlib 0.10.2). Results agree to
+  float32 rounding.
 * GPU and TPU: none; XLA's defaults there are what the benchmarks measure.
 
 Set ``JAXCNN_XLA_OPTIONS=0`` to get XLA's defaults everywhere (for A/B timing, or to report
@@ -67,11 +69,12 @@ def _accepted(platform: str) -> dict[str, str]:
     if not options:
         return {}
     try:
-        devices = jax.devices(platform)
+        # This process's own device: in a multi-process run the first global one may not be.
+        device = jax.local_devices(backend=platform)[0]
     except RuntimeError:  # that backend is not available here: nothing to check it against
         return dict(options)
     accepted = {}
-    x = jax.device_put(jnp.ones((2, 6, 6, 1), jnp.float32), devices[0])
+    x = jax.device_put(jnp.ones((2, 6, 6, 1), jnp.float32), device)
     w = jnp.ones((3, 3, 1, 1), jnp.float32)
 
     def probe(x):  # a convolution, so a pass the option configures actually runs
@@ -83,9 +86,10 @@ def _accepted(platform: str) -> dict[str, str]:
         try:
             jax.jit(probe, compiler_options={name: value}).lower(x).compile()
         except Exception as err:  # jaxlib rejects it (a renamed or removed option)
+            why = (str(err).splitlines() or [type(err).__name__])[0][:200]
             warnings.warn(
                 f"jaxcnn: this jaxlib ({jax.__version__}) rejects the XLA option {name}={value!r}; "
-                f"compiling without it ({str(err).splitlines()[0][:200]})",
+                f"compiling without it ({why})",
                 RuntimeWarning,
                 stacklevel=3,
             )

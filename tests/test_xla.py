@@ -13,9 +13,10 @@ import pytest
 
 import jaxcnn
 from jaxcnn import xla
-from jaxcnn.training import DataParallel, create_train_state, train_step
+from jaxcnn.training import DataParallel, create_train_state, eval_step, train_step
 
 YNN = "xla_cpu_experimental_ynn_fusion_type"
+FUSION_KIND = "__ynn_fusion"
 
 
 @pytest.fixture(autouse=True)
@@ -89,3 +90,29 @@ def test_engine_compiles_with_them_and_results_match_xla_defaults(monkeypatch):
     np.testing.assert_allclose(losses["1"], losses["0"], rtol=1e-5)
     for on, off in zip(updates["1"], updates["0"], strict=True):
         assert np.abs(on - off).max() <= 1e-5 * np.abs(off).max()
+
+
+def test_engine_steps_are_compiled_without_those_fusions(monkeypatch):
+    # What the option is for: the compiled train and eval steps contain no YNNPACK fusion.
+    # The control (options off) shows the check can fail, where this jaxlib fuses by default.
+    model = jaxcnn.create_model("resnet18", num_classes=5)
+    batch = {"image": np.zeros((2, 32, 32, 3), np.float32), "label": np.zeros(2, np.int32)}
+    eval_batch = {**batch, "mask": np.ones(2, np.float32)}
+    texts = {}
+    for switch in ("1", "0"):
+        monkeypatch.setenv(xla.ENV_SWITCH, switch)
+        dp = DataParallel("jit")
+        state = create_train_state(model, optax.sgd(0.1), seed=0, input_shape=(32, 32, 3))
+        state = dp.put_state(state)
+        train = dp.compile_train_step(
+            functools.partial(train_step, label_smoothing=0.0, aux_loss_weight=0.0)
+        )
+        evaluate = dp.compile_eval_step(eval_step)
+        texts[switch] = [
+            train.lower(state, dp.put_batch(batch)).compile().as_text(),
+            evaluate.lower(state, dp.put_batch(eval_batch)).compile().as_text(),
+        ]
+    # "__ynn_fusion" names the fusion kind in compiled HLO (source paths appear there too).
+    assert not any(FUSION_KIND in t for t in texts["1"])
+    if jax.__version__.startswith("0.10."):  # the control: this jaxlib fuses them by default
+        assert all(FUSION_KIND in t for t in texts["0"])
