@@ -92,7 +92,7 @@ DEFAULTS: dict[str, Any] = {
     "async_checkpointing": True,
     "progress": True,  # a tqdm progress bar on stderr
     "tensorboard": True,  # TensorBoard event files under workdir/tensorboard
-    "plot": True,  # workdir/curves.png, redrawn at each evaluation
+    "plot": True,  # workdir/curves.png, redrawn after evaluations (at most every 30 s)
     "distributed": False,  # call jax.distributed.initialize() (multi-process / multi-host)
 }
 

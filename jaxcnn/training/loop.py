@@ -428,6 +428,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
                     if step not in (ckpts.latest_step(), ckpts.last_saved):  # maybe just saved
                         save(step, data_state)
                     ckpts.wait()
+                    writer.plot()  # the curves may lag the metrics by up to PLOT_EVERY_S
                     progress.write(f"SIGTERM: saved step {step}; rerun the command to resume")
                     result["preempted"] = True
                     break
