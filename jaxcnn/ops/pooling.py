@@ -228,19 +228,6 @@ def max_pool2d(
 
 
 def _window_sum(x, win: _Window):
-    (kh, kw), (oh, ow) = win.kernel, win.out_hw
-    if (
-        win.stride == win.kernel
-        and win.dilation == (1, 1)
-        and win.pads == ((0, 0), (0, 0))
-        and x.ndim == 4
-    ):
-        # Tiling windows (LeNet's and GoogLeNet's pools): a reshape and a sum, whose gradient
-        # is a broadcast that XLA fuses with its neighbours; a reduce_window's is a padded
-        # windowed sum of its own (about 3x slower in LeNet-5's CPU training step).
-        n, _, _, c = x.shape
-        tiles = x[:, : oh * kh, : ow * kw, :].reshape(n, oh, kh, ow, kw, c)
-        return tiles.sum(axis=(2, 4), dtype=x.dtype)  # integers in their own dtype
     # reduce_window with init 0 is JAX's differentiable windowed sum (forward and reverse).
     return _reduce_window(x, np.array(0, x.dtype), lax.add, win)
 

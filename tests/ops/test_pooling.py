@@ -174,8 +174,8 @@ def test_pools_match_torch_float32(torch):
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int32, np.float16])
 def test_tiling_sum_pool_keeps_the_dtype(dtype):
-    # stride == kernel, no padding: the reshape-and-sum path; it must sum in x's own dtype
-    # as the reduce_window path does (integers do not promote).
+    # Tiling windows (stride == kernel, no padding) sum in x's own dtype: integers do not
+    # promote, as `jnp.sum` would make them.
     x = np.arange(2 * 7 * 9 * 3).reshape(2, 7, 9, 3).astype(dtype) % 5
     for fn in (jax.jit(functools.partial(ops.sum_pool2d, kernel_size=2)), ops.sum_pool2d):
         got = fn(x, 2) if fn is ops.sum_pool2d else fn(x)
