@@ -66,6 +66,19 @@ def machine_info() -> dict:
     }
 
 
+def add_run_options(parser, *, profile_help: str) -> None:
+    """The options both benchmark CLIs share: torch threads, profiling, timeout, JSON output."""
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (default 0: torch's own default, one per core)",
+    )
+    parser.add_argument("--profile", default="", help=profile_help)
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per worker")
+    parser.add_argument("--json", default="", help="append one JSON object per row to this file")
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

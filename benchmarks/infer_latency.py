@@ -7,8 +7,9 @@
 Peers, each model in a subprocess of its own per peer (this script re-invoked with
 ``--worker NAME``):
 
-* ``jaxcnn``: ``jax.jit(lambda v, x: model.apply(v, x, train=False), compiler_options=jaxcnn.compiler_options())`` with the variables as
-  an argument (not baked into the program as constants), NHWC float32 input.
+* ``jaxcnn``: ``jax.jit(lambda v, x: model.apply(v, x, train=False),
+  compiler_options=jaxcnn.compiler_options())`` with the variables as an argument (not baked
+  into the program as constants), NHWC float32 input.
 * ``torch_eager``: torchvision's model of the same name, ``model.eval()`` under
   ``torch.inference_mode()``, NCHW float32 input.
 * ``torch_compile``: the same under ``torch.compile(model)`` (default mode, TorchInductor).
@@ -204,20 +205,11 @@ def _parse(argv):
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls (default 20)")
-    p.add_argument(
-        "--torch-threads",
-        type=int,
-        default=0,
-        help="torch intra-op threads (default 0: torch's own default, one per core)",
+    common.add_run_options(
+        p,
+        profile_help="jaxcnn: also write a jax.profiler trace and the HLO of each forward pass "
+        "to this folder, and list the costliest XLA ops in the rows",
     )
-    p.add_argument(
-        "--profile",
-        default="",
-        help="jaxcnn: also write a jax.profiler trace and the HLO of each forward pass to this "
-        "folder, and list the costliest XLA ops in the rows",
-    )
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per worker")
-    p.add_argument("--json", default="", help="append one JSON object per row to this file")
     p.add_argument(
         "--quick",
         action="store_true",

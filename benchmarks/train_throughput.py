@@ -708,20 +708,11 @@ def _parse(argv):
         action="store_true",
         help="also time the forward pass and forward+backward alone, per peer",
     )
-    p.add_argument(
-        "--torch-threads",
-        type=int,
-        default=0,
-        help="torch intra-op threads (default 0: torch's own default, one per core)",
+    common.add_run_options(
+        p,
+        profile_help="jaxcnn: also write a jax.profiler trace and the step's HLO to this "
+        "folder, and list the costliest XLA ops in the row",
     )
-    p.add_argument(
-        "--profile",
-        default="",
-        help="jaxcnn: also write a jax.profiler trace and the step's HLO to this folder, and "
-        "list the costliest XLA ops in the row",
-    )
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per worker")
-    p.add_argument("--json", default="", help="append one JSON object per row to this file")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke run)")
     p.add_argument(
         "--compare",
