@@ -136,29 +136,28 @@ def jaxcnn_train_worker(spec: dict) -> dict:
 
     from jaxcnn.models import create_model
     from jaxcnn.training import optim, parallel, state, steps
+    from jaxcnn.training.config import DEFAULTS
 
     platform = "gpu" if spec["device"] == "gpu" else "cpu"
     device = jax.devices(platform)[0]
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[spec["dtype"]]
     s, c, b = spec["image_size"], spec["channels"], spec["batch"]
     total_steps = spec["warmup"] + spec["steps"] * spec["repeats"]
+    # The engine's own defaults (`jaxcnn.training.config.DEFAULTS`, plain data), with the
+    # settings every peer shares: torch.optim.SGD's, which decays every parameter.
     opt_cfg = SimpleNamespace(
-        learning_rate=_torch_peers.LEARNING_RATE,
-        momentum=_torch_peers.MOMENTUM,
-        nesterov=False,
-        weight_decay=_torch_peers.WEIGHT_DECAY,
-        decay_bn_and_bias=True,  # torch.optim.SGD decays every parameter
-        clip_grad_norm=0.0,
+        **{
+            **DEFAULTS["optimizer"],
+            "learning_rate": _torch_peers.LEARNING_RATE,
+            "momentum": _torch_peers.MOMENTUM,
+            "nesterov": False,
+            "weight_decay": _torch_peers.WEIGHT_DECAY,
+            "decay_bn_and_bias": True,
+            "clip_grad_norm": 0.0,
+        }
     )
     sched_cfg = SimpleNamespace(
-        name="constant",
-        warmup_epochs=0.0,
-        step_epochs=30.0,
-        milestones=(),
-        gamma=0.1,
-        plateau_patience=3,
-        plateau_metric="eval_loss",
-        min_learning_rate=0.0,
+        **{**DEFAULTS["schedule"], "name": "constant", "warmup_epochs": 0.0}
     )
     with jax.default_device(device):
         model = create_model(spec["model"], num_classes=spec["num_classes"], dtype=dtype)
