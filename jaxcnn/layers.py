@@ -243,8 +243,10 @@ class BatchNorm(nn.Module):
         if train:
             axis_name = self.axis_name or _BATCH_NORM_AXIS.get()
             sync = axis_name is not None and not self.is_initializing()
-            # `ops.batch_norm`: its per-channel sums (and their gradients) are matrix products
-            # on CPU. An absent scale or bias enters as a constant, so it gets no parameter.
+            # `ops.batch_norm`: both statistics in one pass over x (shifted by x's first
+            # row, which keeps float32 accuracy whatever the mean); its per-channel sums are
+            # matrix products on CPU. An absent scale or bias enters as a constant, so it gets
+            # no parameter.
             y, mean, var = ops.batch_norm(
                 xf,
                 jnp.ones((c,), xf.dtype) if scale is None else scale,

@@ -9,6 +9,7 @@ import math
 import numbers
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -79,14 +80,24 @@ def batch_norm(
     *,
     epsilon: float = 1e-5,
     axis_name: str | None = None,
+    shift: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Training-mode batch normalisation over every axis but the last.
 
     ``y = (x - mean) / sqrt(var + epsilon) * scale + bias`` with the batch's mean and biased
     variance per channel (`torch.nn.functional.batch_norm(..., training=True)`).
-    Every per-channel sum and broadcast goes through `channel_sum` / `channel_broadcast`,
-    and so does every one in its gradient: on CPU these are matrix products, several times
-    faster than the reductions autodiff would otherwise emit (`jaxcnn.ops.reduction`).
+
+    One pass over `x` gives both statistics: the sums of ``x - shift`` and of its square,
+    which XLA fuses into one read of the activation; the gradient reads `x` and the cotangent
+    twice (the sums of the scale and bias gradients, then the input gradient), as a
+    hand-written BatchNorm kernel does. ``var = E[(x - s)^2] - E[x - s]^2`` loses about
+    float32 epsilon times ``(mean - s)^2 / var`` of relative accuracy, so `s` must be near
+    the mean on the scale of the spread: by default it is the first row of `x` (one sample
+    per channel, within a few standard deviations of the mean whatever the mean is). A
+    running mean is a poor choice for a fresh layer: it starts at 0 and approaches the mean
+    over tens of steps. Under jit with a batch-sharded `x` the first row costs one all-reduce
+    of C values. Every per-channel sum and broadcast goes through `channel_sum` /
+    `channel_broadcast`, so on CPU they are matrix products (`jaxcnn.ops.reduction`).
 
     Args:
       x: (..., C) float (in practice (N, H, W, C) or (N, C)); statistics in x's dtype, so
@@ -96,6 +107,9 @@ def batch_norm(
       axis_name: a mapped axis (pmap) over which the statistics are averaged: synchronised
         BatchNorm over the global batch. The gradients of `scale` and `bias` stay this
         device's contributions, as autodiff gives them.
+      shift: (C,) the constant subtracted before the sums (no gradient flows into it); it
+        must be the same on every device of `axis_name`. None: the first row of `x`,
+        averaged over `axis_name` if given.
 
     Returns:
       (y, mean, var): y like x; mean and biased variance of shape (C,), as used (global with
@@ -104,23 +118,31 @@ def batch_norm(
     if x.ndim < 2:
         raise ValueError(f"batch_norm: x must be (..., C) with rank >= 2; got shape {x.shape}")
     c = x.shape[-1]
-    for name, v in (("scale", scale), ("bias", bias)):
-        if v.shape != (c,):
+    for name, v in (("scale", scale), ("bias", bias), ("shift", shift)):
+        if v is not None and v.shape != (c,):
             raise ValueError(f"batch_norm: `{name}` must have shape ({c},); got {v.shape}")
-    return _batch_norm(x, scale.astype(x.dtype), bias.astype(x.dtype), float(epsilon), axis_name)
+    if shift is None:
+        shift = x.reshape(-1, c)[0]
+        if axis_name is not None:
+            shift = lax.pmean(shift, axis_name)
+    shift = lax.stop_gradient(shift.astype(x.dtype))
+    return _batch_norm(
+        x, scale.astype(x.dtype), bias.astype(x.dtype), shift, float(epsilon), axis_name
+    )
 
 
-def _batch_norm(x, scale, bias, epsilon, axis_name):
+def _batch_norm(x, scale, bias, shift, epsilon, axis_name):
     n = math.prod(x.shape[:-1])
-    mean = channel_sum(x) / n
+    xs = x - channel_broadcast(shift, x.shape)
+    # Two sibling sums of one pass; XLA fuses the subtraction into both.
+    m1 = channel_sum(xs) / n
+    m2 = channel_sum(xs * xs) / n
     if axis_name is not None:
-        mean = lax.pmean(mean, axis_name)
-    # Two passes (mean, then squared deviations): E[x^2] - E[x]^2 cancels badly when the
-    # mean is large against the spread.
-    d = x - channel_broadcast(mean, x.shape)
-    var = channel_sum(d * d) / n
-    if axis_name is not None:
-        var = lax.pmean(var, axis_name)
-    inv = lax.rsqrt(var + epsilon)
-    y = d * channel_broadcast(inv * scale, x.shape) + channel_broadcast(bias, x.shape)
+        m1, m2 = lax.pmean((m1, m2), axis_name)
+    # max(., 0): rounding can leave a tiny negative where the variance is zero.
+    var = jnp.maximum(m2 - m1 * m1, 0)
+    mean = shift + m1
+    a = lax.rsqrt(var + epsilon) * scale
+    # y = (x - mean) * a + bias, written as x * a + b so that the output is one fused pass.
+    y = xs * channel_broadcast(a, x.shape) + channel_broadcast(bias - m1 * a, x.shape)
     return y, mean, var
