@@ -39,8 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.interpreters import ad
 
 from ._args import PadPairs, Pair, check_float, check_nhwc, output_hw, pair
+from ._platform import batch_leading, platform_op
 from .im2col import extract_patches, scatter_windows
 
 CHANNEL_POOL_MODES = ("max", "sum", "avg")
@@ -150,38 +152,103 @@ def _reduce_window(x, init, computation, win: _Window):
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _max_pool(x, win: _Window):
-    return _reduce_window(x, _lowest(x.dtype), lax.max, win)
-
-
-def _max_pool_fwd(x, win):
-    # Keep only x: the (kh * kw)-times larger patches are rebuilt in the backward pass.
-    return _max_pool(x, win), x
-
-
-def _max_pool_bwd(win, x, g):
-    """Send g[n, oh, ow, c] to the input cell `_torch_argmax` selects in that window.
-
-    Plain jnp/lax ops (patches, argmax, where, pad-and-add), so this backward pass can
-    itself be differentiated (grad of grad).
-    """
-    (pt, _), (pl, _) = win.pads
-    h, w = win.in_hw
+def _padded_patches(x, win: _Window):
     xp = jnp.pad(x, ((0, 0), *win.pads, (0, 0)), constant_values=_lowest(x.dtype))
-    patches = extract_patches(xp, win.kernel, win.stride, win.dilation, win.out_hw)
+    return xp, extract_patches(xp, win.kernel, win.stride, win.dilation, win.out_hw)
+
+
+def _torch_choice(x, win: _Window):
+    """(N, H_out, W_out, C) tap index (row-major in the window) of the cell `_torch_argmax`
+    selects, and the padded input's shape."""
+    h, w = win.in_hw
+    xp, patches = _padded_patches(x, win)
     pos_h, pos_w = _tap_positions(win, 0), _tap_positions(win, 1)
     valid_h = (pos_h >= 0) & (pos_h < h)  # (H_out, kh)
     valid_w = (pos_w >= 0) & (pos_w < w)  # (W_out, kw)
     valid = valid_h[:, None, :, None] & valid_w[None, :, None, :]  # (H_out, W_out, kh, kw)
     valid = valid.reshape(1, *win.out_hw, -1, 1)  # tap axis in row-major (i * kw + j) order
-    idx = _torch_argmax(patches, valid, axis=3)  # (N, H_out, W_out, C)
-    taps = [jnp.where(idx == t, g, 0) for t in range(patches.shape[3])]
-    gp = scatter_windows(taps, xp.shape, win.kernel, win.stride, win.dilation)
-    return (gp[:, pt : pt + h, pl : pl + w, :],)
+    return _torch_argmax(patches, valid, axis=3), xp.shape
 
 
-_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+# The two linear maps a max pool's derivatives are made of, for a fixed input x:
+#   select(x, t)  (N, H, W, C) -> (N, H_out, W_out, C): t at the cell each window selects
+#                 (the JVP of the pool);
+#   route(x, g)   (N, H_out, W_out, C) -> (N, H, W, C): g sent to those cells, summed where
+#                 windows overlap (the gradient; select's transpose).
+# The selected cell is PyTorch's (first maximum, last NaN, never a padding cell), found from
+# the stacked window taps. The gradient, the hot path of training, has a second form for GPU
+# and TPU: XLA's own rule for the gradient of a max reduce_window (select-and-scatter with
+# >=, which scans each window in order and so also keeps the first maximum): one fused
+# kernel instead of kh * kw stacked taps, but a NaN is compared like a number. XLA has no
+# such rule for dilated windows, so those take PyTorch's rule everywhere.
+def _select_torch(x, t, *, win: _Window):
+    idx, _ = _torch_choice(x, win)
+    _, patches = _padded_patches(t.astype(x.dtype), win)
+    return jnp.take_along_axis(patches, idx[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+
+
+def _route_torch(x, g, *, win: _Window):
+    (pt, _), (pl, _) = win.pads
+    h, w = win.in_hw
+    idx, padded_shape = _torch_choice(x, win)
+    taps = [jnp.where(idx == t, g, 0) for t in range(win.kernel[0] * win.kernel[1])]
+    gp = scatter_windows(taps, padded_shape, win.kernel, win.stride, win.dilation)
+    return gp[:, pt : pt + h, pl : pl + w, :]
+
+
+def _route_xla(x, g, *, win: _Window):
+    if win.dilation != (1, 1):
+        return _route_torch(x, g, win=win)
+    _, vjp = jax.vjp(lambda x: _reduce_window(x, _lowest(x.dtype), lax.max, win), x)
+    return vjp(g.astype(x.dtype))[0]
+
+
+# select is the cold path (forward mode, and grad of grad): PyTorch's rule everywhere. XLA's
+# own JVP of a max reduce_window reduces the window as a tree, which on ties need not pick
+# the cell its select-and-scatter picks.
+_select_p = platform_op("max_pool_select", cpu=_select_torch, default=_select_torch)
+_route_p = platform_op("max_pool_route", cpu=_route_torch, default=_route_xla)
+
+
+def _linear_in_second(prim, transpose_prim):
+    """`prim(x, v)` is linear in v and piecewise constant in x: its JVP is prim(x, dv), its
+    transpose in v is `transpose_prim(x, ct)`."""
+
+    def jvp(primals, tangents, *, win):
+        x, v = primals
+        dv = tangents[1]
+        out = prim.bind(x, v, win=win)
+        if type(dv) is ad.Zero:
+            return out, jnp.zeros_like(out)
+        return out, prim.bind(x, dv, win=win)
+
+    def transpose(ct, x, v, *, win):
+        if type(ct) is ad.Zero:
+            return [None, ad.Zero(v.aval)]
+        return [None, transpose_prim.bind(x, ct, win=win)]
+
+    ad.primitive_jvps[prim] = jvp
+    ad.primitive_transposes[prim] = transpose
+
+    def fold(args, size, *, win):
+        return [a.reshape(-1, *a.shape[2:]) for a in args], {"win": win}
+
+    batch_leading(prim, fold, lambda out, size, *, win: out.reshape(size, -1, *out.shape[1:]))
+
+
+_linear_in_second(_select_p, _route_p)
+_linear_in_second(_route_p, _select_p)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _max_pool(x, win: _Window):
+    return _reduce_window(x, _lowest(x.dtype), lax.max, win)
+
+
+@_max_pool.defjvp
+def _max_pool_jvp(win, primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _max_pool(x, win), _select_p.bind(x, t, win=win)
 
 
 def max_pool2d(
@@ -198,12 +265,15 @@ def max_pool2d(
     holds a NaN, as in PyTorch.
 
     Gradient: each output's gradient goes to one input cell of its window, summed where
-    windows overlap. Ties go to the FIRST maximum in row-major window order, and a window
-    with NaNs sends its gradient to its LAST NaN: exactly PyTorch's CPU rule
-    (`val > maxval || isnan(val)`). JAX's built-in gradient of a max reduction would instead
-    split ties, so this is a `jax.custom_vjp`; its backward pass is made of differentiable
-    ops, so grad-of-grad works. Like every `custom_vjp`, it supports reverse mode only:
-    `jax.jvp`, `jax.jacfwd` and `jax.hessian` (forward-over-reverse) raise.
+    windows overlap. Ties go to the FIRST maximum in row-major window order (ReLU outputs
+    tie constantly), on every backend. On CPU the rule is exactly PyTorch's CPU rule
+    (`val > maxval || isnan(val)`): a window with NaNs sends its gradient to its LAST NaN,
+    and a window whose real cells are all -inf to its first real cell. On GPU and TPU the
+    gradient is XLA's select-and-scatter (a fused kernel, far cheaper than stacking the
+    window's taps): the same cell except in those two cases, where a NaN is compared like a
+    number and an all -inf window may pick a padding cell. Forward and reverse mode work to
+    any order (the derivative is piecewise constant in x: second derivatives of a linear
+    loss are zero).
 
     Args:
       x: (N, H, W, C), floating or integer (integers pool exactly, without gradient).
