@@ -7,7 +7,7 @@ torch.
 from . import convert, layers, ops, transfer
 from .analysis import summary
 from .models import create_model, list_models
-from .xla import compiler_options
+from .xla import compiler_options, enable_compilation_cache
 
 __version__ = "0.1.0"
 
@@ -16,6 +16,7 @@ __all__ = [
     "compiler_options",
     "convert",
     "create_model",
+    "enable_compilation_cache",
     "layers",
     "list_models",
     "ops",

@@ -96,3 +96,42 @@ def _accepted(platform: str) -> dict[str, str]:
             continue
         accepted[name] = value
     return accepted
+
+
+# ------------------------------------------------------------- persistent compilation cache
+_CACHE_DIR_SET_HERE: str | None = None
+
+
+def enable_compilation_cache(directory: str | os.PathLike) -> str:
+    """Turn on JAX's persistent compilation cache in `directory` for this process.
+
+    Compiled programs are written there and read back by any later process that compiles the
+    same program (same model, shapes, options, jaxlib and device), so a resumed or repeated
+    run skips XLA's compilation: tens of seconds for the larger models on a GPU. The training
+    engine calls this with its workdir's ``compile_cache/`` (or the config's
+    ``compilation_cache`` folder).
+
+    A cache folder the user chose (``JAX_COMPILATION_CACHE_DIR`` or
+    ``jax.config.update("jax_compilation_cache_dir", ...)``) wins: it is left as it is.
+    JAX's own thresholds apply (only programs that took at least
+    ``jax_persistent_cache_min_compile_time_secs``, 1 s by default, to compile are stored).
+
+    Args:
+      directory: the cache folder; created if missing.
+
+    Returns:
+      The cache folder in use.
+    """
+    global _CACHE_DIR_SET_HERE
+    current = jax.config.jax_compilation_cache_dir
+    if current and current != _CACHE_DIR_SET_HERE:
+        return current  # the user's own choice
+    path = os.path.abspath(os.fspath(directory))
+    os.makedirs(path, exist_ok=True)
+    if path != current:
+        from jax.experimental.compilation_cache import compilation_cache
+
+        jax.config.update("jax_compilation_cache_dir", path)
+        compilation_cache.reset_cache()  # re-read the setting at the next compilation
+        _CACHE_DIR_SET_HERE = path
+    return path

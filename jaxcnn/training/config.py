@@ -94,6 +94,8 @@ DEFAULTS: dict[str, Any] = {
     "tensorboard": True,  # TensorBoard event files under workdir/tensorboard
     "plot": True,  # workdir/curves.png, redrawn after evaluations (at most every 30 s)
     "distributed": False,  # call jax.distributed.initialize() (multi-process / multi-host)
+    "compilation_cache": "",  # JAX's persistent compilation cache: "" workdir/compile_cache,
+    # a folder (shared by runs), or "off"; a resumed or repeated run then skips compilation
 }
 
 

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import models
+from ..xla import enable_compilation_cache
 from . import steps as steps_lib
 from .checkpoint import Checkpoints
 from .config import DEFAULTS
@@ -63,6 +64,7 @@ _RESUME_FREE_KEYS = {
     "async_checkpointing",
     "keep_checkpoints",
     "distributed",
+    "compilation_cache",
     "data.worker_count",
     "data.prefetch",
 }
@@ -290,6 +292,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
         os.makedirs(workdir, exist_ok=True)
     _check_and_save_config(cfg, workdir, write=is_main)
     c = _attrs(cfg)
+    if c.compilation_cache != "off":
+        enable_compilation_cache(c.compilation_cache or os.path.join(workdir, "compile_cache"))
 
     par = DataParallel(c.parallel)
     par.check_batch_size(c.batch_size)

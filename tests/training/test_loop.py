@@ -281,3 +281,55 @@ def test_two_processes_match_one(tmp_path):
     acc1 = outs[0][0].split("test accuracy: ")[1].split("%")[0]
     assert "test accuracy" in outs[0][0]
     assert float(acc1) > 50
+
+
+_CACHE_PROBE = """
+import collections, json, sys
+import jax
+import jax.monitoring
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+events = collections.Counter()
+jax.monitoring.register_event_listener(lambda name, **kw: events.update([name]))
+sys.path.insert(0, {tests!r})
+from tests.training.test_loop import small_config
+from jaxcnn.training import train_and_evaluate
+res = train_and_evaluate(small_config(num_steps=3, **json.loads(sys.argv[2])), sys.argv[1])
+print(json.dumps({{"hits": events["/jax/compilation_cache/cache_hits"],
+                  "misses": events["/jax/compilation_cache/cache_misses"],
+                  "top1": res["eval_top1"]}}))
+"""
+
+
+@pytest.mark.slow
+def test_compilation_cache_lets_a_repeated_run_skip_compilation(tmp_path):
+    # Each run in a fresh process, so only the on-disk cache can carry compiled programs.
+    def run(workdir, **overrides):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _CACHE_PROBE.format(tests=str(ROOT)),
+                str(workdir),
+                json.dumps(overrides),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+            check=False,
+            env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run(tmp_path / "a")
+    assert first["misses"] > 0 and list((tmp_path / "a" / "compile_cache").iterdir())
+    # The same config in another workdir, pointed at the first one's cache: every program
+    # it compiles (train step, eval step, initialisation) is read back, none recompiled.
+    shared = str(tmp_path / "a" / "compile_cache")
+    second = run(tmp_path / "b", compilation_cache=shared)
+    assert second["hits"] >= 2 and second["misses"] == 0
+    assert second["top1"] == first["top1"]
+    # "off" leaves the cache alone: nothing is written in the workdir.
+    run(tmp_path / "c", compilation_cache="off")
+    assert not (tmp_path / "c" / "compile_cache").exists()
