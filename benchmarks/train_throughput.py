@@ -57,10 +57,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import _flax_peer, _torch_peers
 from benchmarks import _perf_common as common
-from benchmarks import _torch_peers
 
-PEERS = ("jaxcnn", *_torch_peers.TORCH_PEERS)
+_WORKER_T0 = time.perf_counter()  # a worker's start: before any framework is imported
+
+PEERS = ("jaxcnn", "plain_flax", *_torch_peers.TORCH_PEERS)
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("cpu", "gpu")
 # The H200's dense bfloat16 rate as measured for issue 8 (the datasheet promises more, about
@@ -159,6 +161,7 @@ def jaxcnn_train_worker(spec: dict) -> dict:
     sched_cfg = SimpleNamespace(
         **{**DEFAULTS["schedule"], "name": "constant", "warmup_epochs": 0.0}
     )
+    t_build = time.perf_counter()
     with jax.default_device(device):
         model = create_model(spec["model"], num_classes=spec["num_classes"], dtype=dtype)
         schedule = optim.learning_rate_schedule(
@@ -182,37 +185,15 @@ def jaxcnn_train_worker(spec: dict) -> dict:
             steps.train_step, label_smoothing=0.0, aux_loss_weight=_torch_peers.AUX_LOSS_WEIGHT
         )
         p_train = dp.compile_train_step(step_fn)
-
-        t0 = time.perf_counter()
-        st, metrics = p_train(st, batch)
-        jax.block_until_ready(st)
-        first = time.perf_counter() - t0
-        for _ in range(max(spec["warmup"] - 1, 0)):
-            st, metrics = p_train(st, batch)
-        jax.block_until_ready(st)
-        times = []
-        for _ in range(spec["repeats"]):
-            t0 = time.perf_counter()
-            for _ in range(spec["steps"]):
-                st, metrics = p_train(st, batch)
-            jax.block_until_ready(st)
-            times.append(time.perf_counter() - t0)
+        build_s = time.perf_counter() - t_build
+        st, timing = time_jax_steps(p_train, st, batch, spec)
+        metrics = timing.pop("metrics")
         final_loss = float(dp.fetch(metrics)["loss"])
-        stats = device.memory_stats() if platform == "gpu" else None
-        if stats and "peak_bytes_in_use" in stats:
-            mem = {
-                "peak_mem_bytes": int(stats["peak_bytes_in_use"]),
-                "peak_mem_kind": "jax memory_stats()['peak_bytes_in_use']",
-            }
-        else:
-            mem = {
-                "peak_mem_bytes": common.peak_rss_bytes(),
-                "peak_mem_kind": "peak RSS of the worker",
-            }
+        mem = _jax_peak_memory(device)
         result = {
             "peer": "jaxcnn",
-            "times_s": times,
-            "first_step_s": first,
+            **timing,
+            "build_s": build_s,
             "final_loss": final_loss,
             **mem,
             "device_kind": device.device_kind if platform == "gpu" else "cpu",
@@ -229,6 +210,112 @@ def jaxcnn_train_worker(spec: dict) -> dict:
         if spec.get("profile"):
             result["profile_top"] = profile_step(p_train, st, batch, spec["profile"], spec["steps"])
     return result
+
+
+def _jax_peak_memory(device) -> dict:
+    """Peak memory of a JAX worker: the GPU allocator's peak, else the process's peak RSS."""
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "peak_bytes_in_use" in stats:
+        return {
+            "peak_mem_bytes": int(stats["peak_bytes_in_use"]),
+            "peak_mem_kind": "jax memory_stats()['peak_bytes_in_use']",
+        }
+    return {"peak_mem_bytes": common.peak_rss_bytes(), "peak_mem_kind": "peak RSS of the worker"}
+
+
+def time_jax_steps(p_train, st, batch, spec: dict) -> tuple:
+    """Compile and time a jitted ``(state, batch) -> (state, metrics)`` step.
+
+    Lowering, XLA compilation and the first step are timed apart (what a user waits for
+    before training starts), then ``warmup - 1`` untimed steps, then ``repeats`` timed
+    repetitions of ``steps`` steps, each ending when the device is done.
+
+    Returns:
+      (final state, {"times_s", "lower_s", "compile_s", "first_step_s",
+      "start_to_first_step_s" (from the worker process's start), "metrics" (the last
+      step's, on the device)}).
+    """
+    import jax
+
+    t0 = time.perf_counter()
+    lowered = p_train.lower(st, batch)
+    t1 = time.perf_counter()
+    step = lowered.compile()
+    t2 = time.perf_counter()
+    st, metrics = step(st, batch)
+    jax.block_until_ready((st, metrics))
+    t3 = time.perf_counter()
+    for _ in range(max(spec["warmup"] - 1, 0)):
+        st, metrics = step(st, batch)
+    jax.block_until_ready(st)
+    times = []
+    for _ in range(spec["repeats"]):
+        t0r = time.perf_counter()
+        for _ in range(spec["steps"]):
+            st, metrics = step(st, batch)
+        jax.block_until_ready(st)
+        times.append(time.perf_counter() - t0r)
+    return st, {
+        "times_s": times,
+        "lower_s": t1 - t0,
+        "compile_s": t2 - t1,
+        "first_step_s": t3 - t2,
+        "start_to_first_step_s": t3 - _WORKER_T0,
+        "metrics": metrics,
+    }
+
+
+def flax_train_worker(spec: dict) -> dict:
+    """Time the textbook Flax ResNet-50 step (`_flax_peer`) as the jaxcnn worker times its own.
+
+    Args:
+      spec: as for `jaxcnn_train_worker`; the model must be one of `_flax_peer.MODELS`.
+    """
+    import flax
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    if spec["model"] not in _flax_peer.MODELS:
+        raise ValueError(
+            f"the plain_flax peer has only {_flax_peer.MODELS}; got --model {spec['model']!r}"
+        )
+    platform = "gpu" if spec["device"] == "gpu" else "cpu"
+    device = jax.devices(platform)[0]
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[spec["dtype"]]
+    s, c, b = spec["image_size"], spec["channels"], spec["batch"]
+    t_build = time.perf_counter()
+    with jax.default_device(device):
+        _, step_fn, make_state = _flax_peer.build(spec["num_classes"], dtype)
+        tx = _flax_peer.sgd(
+            _torch_peers.LEARNING_RATE, _torch_peers.MOMENTUM, _torch_peers.WEIGHT_DECAY
+        )
+        st = jax.jit(lambda k: make_state(k, (s, s, c), tx))(jax.random.PRNGKey(0))
+        rng = np.random.default_rng(0)
+        batch = jax.device_put(
+            {
+                "image": rng.standard_normal((b, s, s, c), dtype=np.float32),
+                "label": rng.integers(0, spec["num_classes"], size=(b,), dtype=np.int32),
+            },
+            device,
+        )
+        p_train = jax.jit(functools.partial(step_fn, tx=tx), donate_argnums=(0,))
+        build_s = time.perf_counter() - t_build
+        st, timing = time_jax_steps(p_train, st, batch, spec)
+        final_loss = float(timing.pop("metrics")["loss"])
+        mem = _jax_peak_memory(device)
+    return {
+        "peer": "plain_flax",
+        **timing,
+        "build_s": build_s,
+        "final_loss": final_loss,
+        **mem,
+        "device_kind": device.device_kind if platform == "gpu" else "cpu",
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "jax_backend": device.platform,
+        "xla_flags": _env("XLA_FLAGS"),
+    }
 
 
 def profile_step(step_fn, st, batch, out_dir: str, steps: int, top: int = 15) -> list[dict]:
@@ -468,25 +555,39 @@ def _ratio(x: float | None) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    """A markdown table of throughput rows."""
+    """A markdown table of throughput rows.
+
+    "to first step" is what a user waits for: the JAX peers' time from the worker's start to
+    the end of its first step, as build (model, state) + lower + compile + first step; the
+    torch peers' first step (eager dispatch, or torch.compile's compilation and autotuning).
+    """
     lines = [
         "| model | peer | device | dtype | batch | images/s (median) | min-max | step ms "
-        "| jaxcnn / peer (median, best) | peak MiB | MFU |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| jaxcnn / peer (median, best) | peak MiB | MFU | to first step s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         head = f"| {r['model']} | {r['peer']} | {r['device']} | {r['dtype']} | {r['batch']} "
         if not r.get("images_per_s"):
-            lines.append(head + f"| error: {r.get('error', '?')[:60]} | | | | | |")
+            lines.append(head + f"| error: {r.get('error', '?')[:60]} | | | | | | |")
             continue
         m = f"{r['mfu'] * 100:.1f}%" if r.get("mfu") is not None else "-"
         ratios = f"{_ratio(r.get('jaxcnn_vs_peer'))}, {_ratio(r.get('jaxcnn_vs_peer_best'))}"
         lines.append(
             head + f"| {_rate(r['images_per_s'])} | {_rate(r['images_per_s_min'])}-"
             f"{_rate(r['images_per_s_max'])} | {r['step_ms']:.2f} | {ratios} "
-            f"| {r['peak_mem_bytes'] / 2**20:,.0f} | {m} |"
+            f"| {r['peak_mem_bytes'] / 2**20:,.0f} | {m} | {_startup(r)} |"
         )
     return "\n".join(lines)
+
+
+def _startup(r: dict) -> str:
+    if r.get("start_to_first_step_s") is None:
+        return f"{r['first_step_s']:.1f} (first step)"
+    return (
+        f"{r['start_to_first_step_s']:.1f} (build {r['build_s']:.1f}, lower {r['lower_s']:.1f}, "
+        f"compile {r['compile_s']:.1f}, step {r['first_step_s']:.1f})"
+    )
 
 
 def compare(path_a: str, path_b: str, model: str | None = None) -> list[dict]:
@@ -677,7 +778,12 @@ def _parse(argv):
     p.add_argument("--steps", type=int, default=None, help="steps per repetition (default 20)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3)")
     p.add_argument("--repeats", type=int, default=None, help="timed repetitions (default 5)")
-    p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {PEERS}")
+    p.add_argument(
+        "--peers",
+        default=None,
+        help=f"comma-separated subset of {PEERS} (default: all; plain_flax only for "
+        f"{', '.join(_flax_peer.MODELS)})",
+    )
     p.add_argument(
         "--rounds",
         type=int,
@@ -711,6 +817,13 @@ def _parse(argv):
         p,
         profile_help="jaxcnn: also write a jax.profiler trace and the step's HLO to this "
         "folder, and list the costliest XLA ops in the row",
+    )
+    p.add_argument(
+        "--compile-timeout",
+        type=float,
+        default=None,
+        help="seconds for the torch_compile worker (default: --timeout); a worker past it is "
+        "killed and its row records the timeout",
     )
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke run)")
     p.add_argument(
@@ -758,6 +871,8 @@ def main(argv=None) -> list[dict]:
         spec = json.loads(args.spec)
         if args.worker == "jaxcnn":
             result = jaxcnn_train_worker(spec)
+        elif args.worker == "plain_flax":
+            result = flax_train_worker(spec)
         else:
             result = _torch_peers.train_worker(spec)
         common.emit_result(result)
@@ -788,7 +903,16 @@ def main(argv=None) -> list[dict]:
         args.image_size = model_spec.input_size[0]
         if args.quick and args.model != "lenet5":
             args.image_size = min(args.image_size, 64)
+    if args.peers is None:
+        args.peers = ",".join(
+            p for p in PEERS if p != "plain_flax" or args.model in _flax_peer.MODELS
+        )
     peers = common.parse_peers(args.peers, PEERS)
+    if "plain_flax" in peers and args.model not in _flax_peer.MODELS:
+        raise ValueError(
+            f"the plain_flax peer is written for {', '.join(_flax_peer.MODELS)} only; got "
+            f"--model {args.model!r} (leave it out of --peers)"
+        )
     args.twin = torch_twin(args.model)
     if args.twin is None and any(p in _torch_peers.TORCH_PEERS for p in peers):
         raise ValueError(
@@ -813,8 +937,11 @@ def main(argv=None) -> list[dict]:
         # Alternate the order so that no peer always runs first (or last) on a busy machine.
         for peer in peers if r % 2 == 0 else peers[::-1]:
             spec = _worker_spec(args, model_spec, peer)
+            timeout = args.timeout
+            if peer == "torch_compile" and args.compile_timeout is not None:
+                timeout = args.compile_timeout
             results[peer].append(
-                common.run_worker(script, peer, spec, device=args.device, timeout=args.timeout)
+                common.run_worker(script, peer, spec, device=args.device, timeout=timeout)
             )
     rows = []
     for peer in peers:

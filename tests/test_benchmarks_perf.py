@@ -210,3 +210,68 @@ def test_run_worker_reads_the_result_line_and_reports_failures(tmp_path, monkeyp
     assert ok == {"peer": "jaxcnn", "x": 1}
     assert bad["peer"] == "torch_eager" and "exit code 3" in bad["error"]
     assert "boom: bad spec" in bad["error"]
+
+
+def test_plain_flax_peer_is_a_resnet50():
+    # The textbook peer must do the same work as jaxcnn's resnet50: the same parameter count
+    # (torchvision's 25,557,032 at 1000 classes), and a step that maps a state to a state.
+    import jax.numpy as jnp
+    import optax
+
+    from benchmarks import _flax_peer
+
+    _, step, make_state = _flax_peer.build(1000, jnp.float32)
+    tx = _flax_peer.sgd(0.01, 0.9, 1e-4)
+    st = jax.eval_shape(lambda: make_state(jax.random.key(0), (64, 64, 3), tx))
+    n = sum(math.prod(p.shape) for p in jax.tree.leaves(st["params"]))
+    assert n == jaxcnn.summary("resnet50").total_params == 25_557_032
+    batch = {"image": jnp.ones((2, 64, 64, 3)), "label": jnp.zeros((2,), jnp.int32)}
+    new, metrics = jax.eval_shape(lambda: step(make_state(jax.random.key(0), (64, 64, 3), tx),
+                                               batch, tx))  # fmt: skip
+    assert jax.tree.structure(new) == jax.tree.structure(st) and metrics["loss"].shape == ()
+    assert isinstance(tx, optax.GradientTransformation)
+
+
+@pytest.mark.slow
+def test_train_throughput_rows_time_each_startup_phase(capsys):
+    rows = train_throughput.main(
+        ["--quick", "--model", "resnet50", "--batch", "2", "--image-size", "32", "--steps", "1",
+         "--repeats", "1", "--peers", "jaxcnn,plain_flax"]
+    )  # fmt: skip
+    assert [r["peer"] for r in rows] == ["jaxcnn", "plain_flax"]
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        phases = [r[k] for k in ("build_s", "lower_s", "compile_s", "first_step_s")]
+        assert all(t > 0 for t in phases)
+        assert r["start_to_first_step_s"] >= sum(phases)
+    assert rows[0]["vs"]["plain_flax"] == pytest.approx(
+        rows[0]["images_per_s"] / rows[1]["images_per_s"]
+    )
+    assert "(build " in capsys.readouterr().out
+    with pytest.raises(ValueError, match="plain_flax peer is written for resnet50 only"):
+        train_throughput.main(["--quick", "--model", "lenet5", "--peers", "jaxcnn,plain_flax"])
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_in_its_cpu_form(tmp_path):
+    # benchmarks/gpu.sh with SMALL=1: every model and peer of the GPU run, tiny shapes on the
+    # CPU; torch.compile gets 1 s, so its rows record the timeout as such.
+    out = tmp_path / "rows.jsonl"
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh")],
+        env={**__import__("os").environ, "SMALL": "1", "OUT_FILE": str(out)},
+        capture_output=True, text=True, timeout=1500, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = common.read_jsonl(out)
+    got = {(r["model"], r["peer"]) for r in rows}
+    models = ("resnet50", "alexnet", "vgg16", "googlenet")
+    peers = ("jaxcnn", "torch_eager", "torch_compile")
+    want = {(m, p) for m in models for p in peers} | {("resnet50", "plain_flax")}
+    assert got == want
+    for r in rows:
+        if r["peer"] == "torch_compile":
+            assert r.get("images_per_s") or r["error"] == "timed out after 1 s"
+        else:
+            assert r["images_per_s"] > 0, r.get("error")
+    assert "# done in" in proc.stdout
