@@ -3,7 +3,7 @@
     python benchmarks/train_throughput.py --model lenet5 --batch 128     # CPU, all three peers
     python benchmarks/train_throughput.py --model resnet50 --batch 16 --peers jaxcnn,torch_eager
     python benchmarks/train_throughput.py --model resnet50 --batch 256 --dtype bfloat16 \\
-        --device gpu --json gpu.jsonl                                     # the issue's GPU run
+        --device gpu --json gpu.jsonl                     # one GPU row; gpu.sh runs them all
     python benchmarks/train_throughput.py --compare cpu.jsonl gpu.jsonl  # 2 machines, 1 model
     python benchmarks/train_throughput.py --loader                       # the input pipeline
     python benchmarks/train_throughput.py --quick                        # a smoke run
@@ -15,12 +15,16 @@ Peers, each in a subprocess of its own (this script re-invoked with ``--worker N
   `learning_rate_schedule` + `make_optimizer` (SGD, momentum 0.9, L2 weight decay 1e-4,
   learning rate 0.01), `create_train_state`, and `DataParallel(mode).compile_train_step(
   partial(train_step, ...))` on one device. The batch is synthetic and already on the device.
+* ``plain_flax`` (ResNet-50 only): the textbook linen ResNet-50 step of `_flax_peer`, built
+  and timed as the jaxcnn worker is: the floor jaxcnn's own step must reach.
 * ``torch_eager`` / ``torch_compile``: torchvision's model of the same name (for ``lenet5``,
   a PyTorch LeNet-5 identical to jaxcnn's), torch.optim.SGD with the same settings,
   cross-entropy; ``torch.compile(model)`` in its default mode for the latter. On a GPU:
   channels_last, and autocast to bfloat16 when ``--dtype bfloat16``.
 
-Each worker takes ``--warmup`` steps (compilation included), then times ``--repeats``
+JAX workers time their start apart (build, lowering, XLA compilation, first step, and the
+time from the worker's start to the end of that step). Each worker takes ``--warmup`` steps
+(compilation included), then times ``--repeats``
 repetitions of ``--steps`` steps, waiting for the device at the end of each repetition
 (`jax.block_until_ready` on the state / `torch.cuda.synchronize`). The parent prints one
 JSON line per peer: images/s (median over repetitions, min/max and quartiles), the ratio
@@ -29,8 +33,8 @@ machine the least disturbed ones), peak memory (GPU: the framework's peak bytes 
 CPU: the worker's peak RSS) and model FLOPs utilisation. Training FLOPs per image are taken as
 3 x 2 x forward MACs from `jaxcnn.summary` (the usual convention that the backward pass costs
 about twice the forward); MFU is reported only against a stated peak (``--peak-tflops``;
-by default 790 TFLOP/s for bfloat16 on an H200, the figure measured in issue 8, and none
-otherwise).
+by default 790 TFLOP/s for bfloat16 on an H200, an 8192^3 bf16 matrix product measured on
+one, and none otherwise).
 
 Where the time goes: ``--breakdown`` also times each peer's forward pass and forward +
 backward alone; ``--profile DIR`` traces jaxcnn's step with `jax.profiler` and lists its
@@ -65,10 +69,11 @@ _WORKER_T0 = time.perf_counter()  # a worker's start: before any framework is im
 PEERS = ("jaxcnn", "plain_flax", *_torch_peers.TORCH_PEERS)
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("cpu", "gpu")
-# The H200's dense bfloat16 rate as measured for issue 8 (the datasheet promises more, about
+# The H200's dense bfloat16 rate as measured on one (an 8192^3 bf16 matrix product through
+# PyTorch, 2026-10-28; the datasheet promises more, about
 # 989 TFLOP/s dense); used for MFU when no --peak-tflops is given.
 H200_BF16_PEAK_TFLOPS = 790.0
-H200_PEAK_SOURCE = "H200 bf16 dense, ~790 TFLOP/s as measured in issue 8"
+H200_PEAK_SOURCE = "H200 bf16 dense, ~790 TFLOP/s as measured (8192^3 bf16 matmul)"
 FLOPS_CONVENTION = "training FLOPs/image = 3 x 2 x forward MACs (jaxcnn.summary)"
 
 

@@ -115,9 +115,7 @@ def test_batch_norm_statistics_are_one_pass():
     depth = {}
     longest = count = 0
     for eqn in jaxpr.eqns:
-        d = max(
-            (depth.get(v, 0) for v in eqn.invars if not isinstance(v, Literal)), default=0
-        )
+        d = max((depth.get(v, 0) for v in eqn.invars if not isinstance(v, Literal)), default=0)
         if eqn.primitive.name == "jaxcnn_channel_sum":
             d, count = d + 1, count + 1
         for v in eqn.outvars:
