@@ -1,4 +1,4 @@
-"""Reading and writing weight files: .safetensors, .npz and PyTorch's .pth / .pt.
+"""Reading and writing weight files: .safetensors, .npz and PyTorch's containers.
 
 Nothing here unpickles code: .npz is read with `allow_pickle=False` and .pth only through
 `torch.load(weights_only=True)`, which restores tensors and plain containers and refuses
@@ -15,33 +15,62 @@ import numpy as np
 
 from .mapping import torch_tensor_to_numpy
 
-SUFFIXES = (".safetensors", ".npz", ".pth", ".pt", ".bin")
+# PyTorch's own containers (zip archives of pickled tensors, whatever the suffix says).
+TORCH_SUFFIXES = (".pth", ".pt", ".th", ".tar", ".pth.tar", ".bin", ".ckpt")
+SUFFIXES = (".safetensors", ".npz", *TORCH_SUFFIXES)
+# Keys under which training scripts nest the weights, tried in this order at every level.
+WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "module", "network", "ema")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".pth.tar" if name.endswith(".pth.tar") else path.suffix.lower()
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A state dict (key -> numpy array) from a weight file.
 
-    Args:
-      path: a ``.safetensors``, ``.npz`` or PyTorch ``.pth`` / ``.pt`` / ``.bin`` file. A
-        PyTorch checkpoint that wraps the weights as ``{"state_dict": ...}`` or
-        ``{"model": ...}`` is unwrapped.
+    Accepted files:
+
+    * ``.safetensors``; ``.npz`` (read with ``allow_pickle=False``);
+    * PyTorch's containers, whatever the suffix says: ``.pth``, ``.pt``, ``.th``, ``.tar``,
+      ``.pth.tar``, ``.bin``, ``.ckpt`` (a Lightning checkpoint), read with
+      ``torch.load(weights_only=True)``, which restores tensors and plain containers and
+      refuses code.
+
+    A checkpoint that nests the weights is unwrapped, level by level, through the usual keys:
+    ``state_dict`` (also a Lightning checkpoint's), ``model_state_dict``, ``model``, ``net``,
+    ``module``, ``network``, ``ema``; what sits beside them (epoch, optimizer, best accuracy)
+    is left out. Key prefixes that wrappers add (``module.`` of DataParallel, ``model.`` of
+    Lightning, ``_orig_mod.`` of torch.compile) are kept here and removed by
+    `jaxcnn.convert.from_torch`, which knows which keys the model has.
 
     Raises:
       FileNotFoundError: no such file.
-      ValueError: an unknown suffix, or a file that holds no state dict.
+      ValueError: an unknown suffix, or a file that holds no state dict (the message lists
+        the top-level keys it found).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"load_weights: no such file: {path}")
-    suffix = path.suffix.lower()
+    suffix = _suffix(path)
     if suffix == ".safetensors":
         from safetensors.numpy import load_file
 
         return dict(load_file(str(path)))
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
+        try:
+            f = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"load_weights: {path} is not a readable .npz archive ({e})") from e
+        if not isinstance(f, np.lib.npyio.NpzFile):  # a single .npy array, renamed
+            raise ValueError(
+                f"load_weights: {path} holds one {type(f).__name__} (an .npy file?), not an "
+                ".npz archive of named arrays"
+            )
+        with f:
             return {k: f[k] for k in f.files}
-    if suffix in (".pth", ".pt", ".bin"):
+    if suffix in TORCH_SUFFIXES:
         import pickle
 
         import torch
@@ -62,19 +91,35 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     )
 
 
-def _state_dict_from_torch_object(obj, path) -> dict[str, np.ndarray]:
+def _is_state_dict(obj) -> bool:
     import torch
 
-    if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model"):
-            if wrapper in obj and isinstance(obj[wrapper], Mapping):
-                obj = obj[wrapper]
-                break
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return {str(k): torch_tensor_to_numpy(v) for k, v in obj.items()}
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
+
+
+def _state_dict_from_torch_object(obj, path) -> dict[str, np.ndarray]:
+    top = obj
+    for _ in range(4):  # {"model": {"state_dict": {...}}} and the like
+        if not isinstance(obj, Mapping) or _is_state_dict(obj):
+            break
+        inner = next((obj[w] for w in WRAPPERS if isinstance(obj.get(w), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if _is_state_dict(obj):
+        return {str(k): torch_tensor_to_numpy(v) for k, v in obj.items()}
+    if isinstance(top, Mapping):
+        keys = ", ".join(repr(k) for k in list(top)[:12]) + (", ..." if len(top) > 12 else "")
+        found = f"a mapping with top-level keys {keys}"
+    else:
+        found = type(top).__name__
     raise ValueError(
-        f"load_weights: {path} holds no state dict (a mapping of names to tensors); got "
-        f"{type(obj).__name__}"
+        f"load_weights: {path} holds no state dict (a mapping of names to tensors) at the top "
+        f"or under any of {', '.join(WRAPPERS)}; found {found}"
     )
 
 
