@@ -16,6 +16,8 @@ No per-model tables: adding a model with the right layer names makes it converti
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,14 +106,23 @@ def state_dict_to_variables(
     given = set(state_dict)
     missing = sorted(set(expected) - given)
     unexpected = sorted(given - set(expected))
+    # Files from before PyTorch 0.4.1 have no BatchNorm counters; torch's own loader accepts
+    # them, and evaluation never reads them.
+    counters = [k for k in missing if k.endswith(".num_batches_tracked")]
+    missing = [k for k in missing if k not in counters]
     problems = []
     if missing:
-        problems.append(f"missing keys ({len(missing)}): {_few(missing)}")
+        problems.append(f"missing keys ({len(missing)}): {_with_closest(missing, unexpected)}")
     if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {_few(unexpected)}")
+        problems.append(
+            f"unexpected keys ({len(unexpected)}): {_with_closest(unexpected, missing)}"
+        )
     flat = {}
     mismatched = []
     for key, (collection, path, leaf) in expected.items():
+        if key in counters:
+            flat[(collection, path)] = np.zeros(leaf.shape, leaf.dtype)
+            continue
         if key not in state_dict:
             continue
         value = _from_torch_layout(path[-1], _to_numpy(state_dict[key]))
@@ -131,7 +142,24 @@ def state_dict_to_variables(
         raise ValueError(
             f"{model}: the state dict does not match the model: " + "; ".join(problems)
         )
+    if counters:
+        warnings.warn(
+            f"{model}: the state dict has no BatchNorm num_batches_tracked counters "
+            f"({len(counters)} layers; files from before PyTorch 0.4.1): set to 0, as "
+            "PyTorch's loader does. Evaluation does not use them.",
+            UserWarning,
+            stacklevel=3,
+        )
     return _unflatten(flat)
+
+
+def _with_closest(keys: list[str], candidates: list[str], n: int = 8) -> str:
+    """`keys`, each with its most similar key among `candidates` where one is close."""
+    shown = []
+    for k in keys[:n]:
+        near = difflib.get_close_matches(k, candidates, n=1, cutoff=0.6)
+        shown.append(f"{k} (closest: {near[0]})" if near else k)
+    return ", ".join(shown) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
 def _few(items, n: int = 8) -> str:
