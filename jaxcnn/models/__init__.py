@@ -8,6 +8,6 @@ logits = model.apply(variables, x, train=False)
 
 # Importing the family modules registers their models.
 from . import alexnet, googlenet, inception, lenet, resnet, vgg  # noqa: F401
-from .registry import ModelSpec, create_model, get_spec, list_models, register
+from .registry import CheckpointDialect, ModelSpec, create_model, get_spec, list_models, register
 
-__all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "register"]
+__all__ = ["CheckpointDialect", "ModelSpec", "create_model", "get_spec", "list_models", "register"]

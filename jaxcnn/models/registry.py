@@ -11,6 +11,24 @@ from flax import linen as nn
 
 
 @dataclasses.dataclass(frozen=True)
+class CheckpointDialect:
+    """How a third-party PyTorch port of a model names and lays out its checkpoints.
+
+    Attributes:
+      name: where such checkpoints come from (shown to the user), e.g. a repository.
+      signature: a state-dict key only this port's checkpoints have (after wrapper prefixes
+        such as ``module.`` are stripped); its presence identifies the port.
+      rename: ``(regex, replacement)`` rules mapping the port's keys to jaxcnn's.
+      model_kwargs: `create_model` options the weights need to give the port's outputs.
+    """
+
+    name: str
+    signature: str
+    rename: tuple[tuple[str, str], ...] = ()
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """What the registry knows about a model.
 
@@ -27,6 +45,7 @@ class ModelSpec:
         model (e.g. GoogLeNet's `aux_logits`).
       num_params: the parameter count at the default `num_classes`, from the paper or the
         reference library; the tests check it.
+      checkpoint_dialects: third-party checkpoint layouts `jaxcnn.convert` recognises.
     """
 
     name: str
@@ -38,6 +57,7 @@ class ModelSpec:
     reference: str | None = None
     reference_name: str | None = None
     reference_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    checkpoint_dialects: tuple[CheckpointDialect, ...] = ()
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -53,6 +73,7 @@ def register(
     reference: str | None = None,
     reference_name: str | None = None,
     reference_kwargs: dict[str, Any] | None = None,
+    checkpoint_dialects: tuple[CheckpointDialect, ...] = (),
 ):
     """Decorator registering `factory` under `name`."""
 
@@ -69,6 +90,7 @@ def register(
             reference=reference,
             reference_name=reference_name,
             reference_kwargs=dict(reference_kwargs or {}),
+            checkpoint_dialects=tuple(checkpoint_dialects),
         )
         return factory
 

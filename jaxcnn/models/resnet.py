@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from .. import layers
-from .registry import register
+from .registry import CheckpointDialect, register
 
 # torchvision's ResNet init: kaiming_normal_(mode="fan_out", nonlinearity="relu") for convs.
 _TORCHVISION_CONV_INIT = layers.kaiming_normal_fan_out
@@ -47,19 +47,27 @@ _HE_FAN_IN_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 _BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, which torchvision's ResNet uses
 
 
-def zero_pad_shortcut(x: jax.Array, features: int, stride: int) -> jax.Array:
+PAD_LAYOUTS = ("end", "both")
+
+
+def zero_pad_shortcut(x: jax.Array, features: int, stride: int, layout: str = "end") -> jax.Array:
     """The paper's parameter-free shortcut for increasing dimensions (option A).
 
     Identity on the existing channels, subsampled by `stride` (``x[:, ::s, ::s, :]``, the
     pixels a stride-`s` 3x3 convolution with padding 1 is centred on), with zero channels
-    appended up to `features`. (The widely used PyTorch port akamaster/pytorch_resnet_cifar10
-    pads ``features // 4`` zero channels on each side instead, which moves the identity
-    channels, so its weights would not give the same outputs here.)
+    added up to `features`. Both layouts are the paper's option A; they differ in where the
+    identity channels land, so weights trained with one give wrong outputs with the other:
+
+    * "end": the zeros appended after the input channels (jaxcnn's default);
+    * "both": half of them before and half after (``(features - C) // 2`` first), as the
+      widely used PyTorch port akamaster/pytorch_resnet_cifar10 pads ``planes // 4`` on each
+      side.
 
     Args:
       x: (N, H, W, C) activations.
       features: output channels, >= C.
       stride: spatial subsampling factor.
+      layout: "end" or "both".
 
     Returns:
       (N, ceil(H / stride), ceil(W / stride), features).
@@ -70,8 +78,13 @@ def zero_pad_shortcut(x: jax.Array, features: int, stride: int) -> jax.Array:
             f"zero_pad_shortcut: `features` ({features}) must be >= the input channels "
             f"({c}, x.shape={tuple(x.shape)})"
         )
+    if layout not in PAD_LAYOUTS:
+        raise ValueError(
+            f"zero_pad_shortcut: `layout` must be one of {PAD_LAYOUTS}; got {layout!r}"
+        )
+    before = (features - c) // 2 if layout == "both" else 0
     x = x[:, ::stride, ::stride, :]
-    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, features - c)))
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (before, features - c - before)))
 
 
 class BasicBlock(nn.Module):
@@ -86,6 +99,8 @@ class BasicBlock(nn.Module):
         count): "projection", a 1x1 convolution ``downsample.0`` + BatchNorm
         ``downsample.1`` (option B; torchvision), or "zero_pad", `zero_pad_shortcut`
         (option A; the CIFAR models). Unchanged shapes always use the identity.
+      pad_layout: where "zero_pad" puts the zero channels: "end" or "both" (see
+        `zero_pad_shortcut`).
       conv_init: initialiser of the convolution kernels.
       zero_init_residual: initialise ``bn2``'s scale to zero, so that the residual branch
         starts at zero and an identity-shortcut block as the identity (Goyal et al., 2017).
@@ -98,6 +113,7 @@ class BasicBlock(nn.Module):
     planes: int
     stride: int = 1
     shortcut: str = "projection"
+    pad_layout: str = "end"
     conv_init: layers.Initializer = _TORCHVISION_CONV_INIT
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
@@ -142,6 +158,7 @@ class Bottleneck(nn.Module):
     planes: int
     stride: int = 1
     shortcut: str = "projection"
+    pad_layout: str = "end"
     conv_init: layers.Initializer = _TORCHVISION_CONV_INIT
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
@@ -178,7 +195,7 @@ def _shortcut(block: BasicBlock | Bottleneck, x, conv, bn, train: bool) -> jax.A
     if block.stride == 1 and x.shape[-1] == features:
         return x
     if block.shortcut == "zero_pad":
-        return zero_pad_shortcut(x, features, block.stride)
+        return zero_pad_shortcut(x, features, block.stride, getattr(block, "pad_layout", "end"))
     x = conv(features, 1, stride=block.stride, name="downsample.0")(x)
     return bn(name="downsample.1")(x, train=train)
 
@@ -259,18 +276,27 @@ class CifarResNet(nn.Module):
       blocks_per_stage: n (3, 5, 7, 9, 18 for ResNet-20/32/44/56/110).
       num_classes: classifier outputs (10 for CIFAR-10).
       zero_init_residual: zero every block's ``bn2`` scale (not in the paper).
+      shortcut_pad: where the option-A shortcuts put their zero channels: "end" (the
+        default) or "both" (akamaster/pytorch_resnet_cifar10's layout; its checkpoints need
+        it, and `jaxcnn.transfer.load_pretrained` sets it when it recognises one).
       dtype: computation dtype; parameters stay float32 and logits are float32.
     """
 
     blocks_per_stage: int
     num_classes: int
     zero_init_residual: bool = False
+    shortcut_pad: str = "end"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """x: (N, H, W, 3) float, H, W >= 1 (32x32 by design) -> (N, num_classes) float32."""
-        layers.check_input(x, f"resnet{6 * self.blocks_per_stage + 2}", channels=3, min_size=(1, 1))
+        name = f"resnet{6 * self.blocks_per_stage + 2}"
+        if self.shortcut_pad not in PAD_LAYOUTS:
+            raise ValueError(
+                f"{name}: `shortcut_pad` must be one of {PAD_LAYOUTS}; got {self.shortcut_pad!r}"
+            )
+        layers.check_input(x, name, channels=3, min_size=(1, 1))
         x = layers.Conv(
             16,
             3,
@@ -288,6 +314,7 @@ class CifarResNet(nn.Module):
                     planes=16 * 2**i,
                     stride=2 if i > 0 and j == 0 else 1,
                     shortcut="zero_pad",
+                    pad_layout=self.shortcut_pad,
                     conv_init=_HE_FAN_IN_INIT,
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
@@ -315,7 +342,22 @@ _IMAGENET = dict(
 )
 # The paper's Table 6 gives 0.27M, 0.46M, 0.66M, 0.85M and 1.7M; these are the exact counts
 # (convolutions without bias, BatchNorm scale and bias, fc with bias; 10 classes).
-_CIFAR = dict(input_size=(32, 32, 3), min_input_size=(1, 1), num_classes=10, reference=None)
+_CIFAR = dict(
+    input_size=(32, 32, 3),
+    min_input_size=(1, 1),
+    num_classes=10,
+    reference=None,
+    checkpoint_dialects=(
+        # The most used PyTorch CIFAR ResNets (published test errors 8.27 / 7.37 / 6.90 /
+        # 6.61 / 6.32 % for ResNet-20/32/44/56/110): classifier "linear", zeros on both sides.
+        CheckpointDialect(
+            name="akamaster/pytorch_resnet_cifar10",
+            signature="linear.weight",
+            rename=((r"^linear\.", "fc."),),
+            model_kwargs={"shortcut_pad": "both"},
+        ),
+    ),
+)
 
 
 @register("resnet18", num_params=11_689_512, reference_name="resnet18", **_IMAGENET)
