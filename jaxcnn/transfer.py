@@ -494,8 +494,15 @@ def replace_head(
 
 
 # ------------------------------------------------------------------------ weight sources
-def _from_state_dict(name: str, state_dict: Mapping[str, Any], model_kwargs: dict) -> dict:
-    """jaxcnn variables of `name` from a torch-style state dict, with the file's class count."""
+def _from_state_dict(
+    name: str, state_dict: Mapping[str, Any], model_kwargs: dict, rename=()
+) -> tuple[dict, dict]:
+    """(jaxcnn variables of `name` with the file's class count, the model options the file
+    needs) from a torch-style state dict in any naming `convert.adapt_state_dict` knows."""
+    state_dict, needed = convert.adapt_state_dict(
+        name, state_dict, rename=rename, model_kwargs=None
+    )
+    model_kwargs = {**needed, **model_kwargs}
     module, shape = _resolve(name, None, model_kwargs)
     num_classes = None
     for path, axis in _head_axes(module, shape).items():
@@ -511,7 +518,7 @@ def _from_state_dict(name: str, state_dict: Mapping[str, Any], model_kwargs: dic
     if num_classes is not None:
         kw["num_classes"] = num_classes
     try:
-        return convert.from_torch(name, state_dict, **kw)
+        return convert.from_torch(name, state_dict, **kw), needed
     except ValueError as e:
         unexpected = set(state_dict) - _torch_keys(_template(module, shape))
         hint = ""
@@ -534,16 +541,21 @@ def _is_variables(source: Mapping) -> bool:
     return "params" in source and isinstance(source["params"], Mapping)
 
 
-def _read_source(source: Any, name: str, model_kwargs: dict) -> tuple[str | None, dict, str]:
-    """(model name or None if unknown, variables, a description) of a weight source."""
+def _read_source(
+    source: Any, name: str, model_kwargs: dict, rename=()
+) -> tuple[str | None, dict, str, dict]:
+    """(model name or None if unknown, variables, a description, the model options the
+    source needs) of a weight source."""
     if isinstance(source, Mapping):
         if _is_variables(source):
-            return None, dict(source), "the given variables"
-        return name, _from_state_dict(name, source, model_kwargs), "the given state dict"
+            return None, dict(source), "the given variables", {}
+        variables, needed = _from_state_dict(name, source, model_kwargs, rename)
+        return name, variables, "the given state dict", needed
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
-            "the weight source must be a path (a jaxcnn workdir or a .pth/.safetensors/.npz "
-            f"file), a state dict or a variables dict; got {type(source).__name__}"
+            "the weight source must be a path (a jaxcnn workdir or a weight file: "
+            f"{', '.join(convert.weights.SUFFIXES)}), a state dict or a variables dict; got "
+            f"{type(source).__name__}"
         )
     path = os.fspath(source)
     if os.path.isdir(path):
@@ -551,10 +563,11 @@ def _read_source(source: Any, name: str, model_kwargs: dict) -> tuple[str | None
 
         _, variables, info = load_run(path)
         desc = f"workdir {path} ({info['model']}, step {info['step']})"
-        return info["model"], variables, desc
+        return info["model"], variables, desc, dict(info.get("model_kwargs") or {})
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such weight file or workdir: {path}")
-    return name, _from_state_dict(name, convert.load_weights(path), model_kwargs), path
+    variables, needed = _from_state_dict(name, convert.load_weights(path), model_kwargs, rename)
+    return name, variables, path, needed
 
 
 def _classes_of(variables: Mapping, module: nn.Module, shape: tuple[int, ...]) -> int | None:
@@ -576,38 +589,48 @@ def load_pretrained(
     *,
     num_classes: int | None = None,
     rng: jax.Array | None = None,
+    rename: Sequence[tuple[str, str]] = (),
     **model_kwargs,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A model and its pretrained variables, from a weight file or a jaxcnn workdir.
 
     Args:
       name: the registry name of the architecture (`jaxcnn.list_models()`).
-      source: a torchvision/timm weight file (``.pth``/``.pt`` read with
-        ``torch.load(weights_only=True)``, ``.safetensors``, ``.npz``; torchvision key
-        names), a jaxcnn workdir (`jaxcnn.training.load_run`), or an in-memory state dict
-        or variables dict.
+      source: a weight file (any of `convert.load_weights`' formats: PyTorch's
+        ``.pth``/``.pt``/``.th``/``.tar``/``.bin``/``.ckpt`` read with
+        ``torch.load(weights_only=True)`` and unwrapped, ``.safetensors``, ``.npz``), a jaxcnn
+        workdir (`jaxcnn.training.load_run`), or an in-memory state dict or variables dict.
+        State dicts may use torchvision/timm names, carry wrapper prefixes (``module.``,
+        ``model.``, ``_orig_mod.``) or come from a third-party port the registry knows
+        (`convert.adapt_state_dict`); the returned model gets the options such a port
+        needs (e.g. ``shortcut_pad="both"`` for akamaster/pytorch_resnet_cifar10's CIFAR
+        ResNets).
       num_classes: the classes wanted; None keeps the source's. A different count needs
         `rng`: the heads are then replaced (`replace_head`).
       rng: key for new heads' initialisation.
+      rename: ``(regex, replacement)`` rules for a state dict's keys
+        (`convert.from_torch`).
       **model_kwargs: the model's options the weights were made with (e.g.
         ``aux_logits=True`` for torchvision's GoogLeNet file, which holds its auxiliary
         classifiers).
 
     Returns:
-      (model, variables): ``create_model(name, num_classes=...)`` and its variables, ready
-      for ``model.apply(variables, x, train=False)``.
+      (model, variables): ``create_model(name, num_classes=..., **options)`` and its
+      variables, ready for ``model.apply(variables, x, train=False)``.
 
     Raises:
       ValueError: the weights are for another architecture (naming the missing, unexpected
         and mis-shaped keys), or for another class count and no `rng` was given.
       FileNotFoundError: no such file or workdir.
     """
-    module, shape = _resolve(name, None, model_kwargs)
-    src_name, variables, desc = _read_source(source, name, model_kwargs)
+    src_name, variables, desc, needed = _read_source(source, name, model_kwargs, rename)
     if src_name is not None and src_name != name:
         raise ValueError(
             f"load_pretrained: {desc} holds a {src_name}, not a {name} (mismatched architecture)"
         )
+    # Options the source needs (a third-party port's shortcut layout, a workdir's own).
+    model_kwargs = {**needed, **model_kwargs}
+    module, shape = _resolve(name, None, model_kwargs)
     src_classes = _classes_of(variables, module, shape)
     if src_classes is None:
         raise ValueError(f"load_pretrained: {desc} has no classifier head for {name}")
@@ -678,7 +701,7 @@ def initialize_from(
         out, report = vgg_stage_init(src_name, src_vars, model, variables)
         return out, {"source": desc, **report}
     module, shape = _resolve(model, input_shape, kw)
-    src_name, src_vars, desc = _read_source(source, model, kw)
+    src_name, src_vars, desc, _ = _read_source(source, model, kw)
     if src_name is not None and src_name != model:
         hint = (
             "; to initialise a deeper VGG from a shallower one use init_mapping='vgg_stages'"
@@ -734,7 +757,7 @@ def _read_vgg_source(source: Any, target: str, kw: dict) -> tuple[str, dict, str
     from .models import vgg
 
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        return _read_source(source, target, kw)  # the workdir names its model
+        return _read_source(source, target, kw)[:3]  # the workdir names its model
     if isinstance(source, Mapping) and _is_variables(source):
         keys = _torch_keys(source)
         desc = "the given variables"
@@ -749,7 +772,7 @@ def _read_vgg_source(source: Any, target: str, kw: dict) -> tuple[str, dict, str
         if _torch_keys(_template(module, (32, 32, 3))) == keys:
             if isinstance(source, Mapping) and _is_variables(source):
                 return name, dict(source), desc
-            return name, _from_state_dict(name, state_dict, {}), desc
+            return name, _from_state_dict(name, state_dict, {})[0], desc
     raise ValueError(
         f"init_mapping='vgg_stages': {desc} is not a VGG of torchvision's layout "
         f"({', '.join(vgg.VARIANTS)})"
