@@ -5,11 +5,13 @@ imported by the functions that use them.
 
 Sources (random access, ``src[i] -> {"image": uint8 (H, W, C), "label": int}``): `digits`
 (the bundled default, offline), `ArraySource`, `tfds_source`, `ImageFolder`, `synthetic`.
-Augmentation: `jaxcnn.data.augment`. Loaders: `create_datasets`.
+Augmentation: `jaxcnn.data.augment`. Loaders: `create_datasets`. Evaluation presets
+(`preset("imagenet")`, ...) and `imagenet_classes()`: `jaxcnn.data.presets`.
 """
 
 from . import augment
 from .loader import DATA_DEFAULTS, Datasets, EvalLoader, TrainIterator, TrainLoader, create_datasets
+from .presets import PRESETS, imagenet_classes, preset
 from .sources import (
     ArraySource,
     ImageFolder,
@@ -23,6 +25,7 @@ from .sources import (
 
 __all__ = [
     "DATA_DEFAULTS",
+    "PRESETS",
     "ArraySource",
     "Datasets",
     "EvalLoader",
@@ -35,6 +38,8 @@ __all__ = [
     "augment",
     "create_datasets",
     "digits",
+    "imagenet_classes",
+    "preset",
     "synthetic",
     "tfds_source",
 ]
