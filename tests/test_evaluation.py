@@ -124,3 +124,15 @@ def test_cli_evaluates_a_workdir_as_the_run_did(tmp_path):
         capture_output=True, text=True, timeout=600, cwd=ROOT, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "no such weight file" in bad.stderr
+
+
+def test_a_tfds_name_with_a_preset(torch, tmp_path):
+    # TFDS's mock data stands in for MNIST (offline); the preset's statistics are used as given.
+    tfds = pytest.importorskip("tensorflow_datasets")  # part of the install
+    _lenet_file(torch, tmp_path / "w.bin")
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+        res = evaluate_weights(tmp_path / "w.bin", model="lenet5", data="mnist", preset="mnist_32")
+    assert res["count"] == 40 and res["data"] == "TFDS mnist (test)"
+    assert res["preprocessing"]["mean"] == [0.1307] and res["preprocessing"]["std"] == [0.3081]
+    assert res["preprocessing"]["image_shape"] == [32, 32, 1]
+    assert 0 <= res["top1"] <= res["top5"] <= 1 and np.isfinite(res["loss"])
