@@ -6,8 +6,9 @@ the plain reduction, and the cheapest max-pool gradient that keeps PyTorch's tie
 is a gather that XLA:GPU runs slowly. `lax.platform_dependent` would put both forms in every
 program and pick one in a `case` op at run time; in a network with a thousand such sites
 that multiplies lowering and compile time. An operation made by `platform_op` is instead a
-JAX primitive with one lowering per platform: the jit's own target (or each target of a
-multi-platform `jax.export`) decides which form is emitted, and the program holds no `case`.
+JAX primitive with one lowering per platform: the jit's own target decides which form is
+emitted, and the program holds no `case`. (A `jax.export` for several platforms at once
+still selects per site with a `case`, as JAX does for every platform-specific rule.)
 
 Both forms are plain JAX functions of the same arguments and must compute the same function
 (tests check them against each other and against PyTorch); only how fast they run differs.
@@ -51,6 +52,10 @@ def platform_op(
 
     def abstract_eval(*avals, **params):
         out = jax.eval_shape(functools.partial(default, **params), *avals)
+        # Under shard_map the output varies over the mesh axes its inputs vary over.
+        vma = frozenset().union(*(getattr(a, "vma", frozenset()) for a in avals))
+        if vma:
+            return ShapedArray(out.shape, out.dtype, vma=vma)
         return ShapedArray(out.shape, out.dtype)
 
     prim.def_abstract_eval(abstract_eval)
@@ -59,8 +64,13 @@ def platform_op(
     def compiled(params: tuple):
         return jax.jit(functools.partial(prim.bind, **dict(params)))
 
-    # Eagerly: one small jitted program per parameter set, placed with its arguments.
-    prim.def_impl(lambda *args, **params: compiled(tuple(sorted(params.items())))(*args))
+    def impl(*args, **params):
+        # Eagerly: one small jitted program per parameter set, placed with its arguments;
+        # compiled even under `jax.disable_jit()`, whose jit would call this impl again.
+        with jax.disable_jit(False):
+            return compiled(tuple(sorted(params.items())))(*args)
+
+    prim.def_impl(impl)
     mlir.register_lowering(prim, mlir.lower_fun(cpu, multiple_results=False), platform="cpu")
     mlir.register_lowering(prim, mlir.lower_fun(default, multiple_results=False))
     return prim
@@ -84,6 +94,12 @@ def batch_leading(prim: Primitive, fold: Callable, unfold: Callable) -> None:
             else:
                 a = jax.numpy.moveaxis(a, d, 0)
             moved.append(a)
+        if size == 0 or any(a.size == 0 for a in moved):  # nothing to compute; no reshapes
+            one = jax.eval_shape(
+                lambda *a: prim.bind(*a, **params),
+                *(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in moved),
+            )
+            return jax.numpy.zeros((size, *one.shape), one.dtype), 0
         folded, new_params = fold(moved, size, **params)
         return unfold(prim.bind(*folded, **new_params), size, **params), 0
 

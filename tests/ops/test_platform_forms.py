@@ -261,3 +261,21 @@ def test_cpu_lowering_of_the_same_ops_holds_only_the_cpu_forms():
         r"stablehlo\.reduce\(.*across dimensions = \[0\] : \(tensor<1568x32xf32>", text
     )
     assert "dot_general" in text
+
+
+def test_eager_under_disable_jit_and_empty_batches():
+    # Eagerly the primitives compile a small program; jax.disable_jit() must not make that
+    # call itself forever, and vmap over zero-size axes must not divide by zero.
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    with jax.disable_jit():
+        np.testing.assert_array_equal(ops.channel_sum(x), [120.0])
+        g = jax.grad(lambda x: ops.max_pool2d(x, 2).sum())(x)
+        y, _, _ = ops.batch_norm(x, jnp.ones(1), jnp.zeros(1))
+    np.testing.assert_array_equal(np.flatnonzero(np.asarray(g)), [5, 7, 13, 15])
+    np.testing.assert_allclose(
+        y, jax.jit(ops.batch_norm)(x, jnp.ones(1), jnp.zeros(1))[0], rtol=1e-6
+    )
+    for shape, want in (((0, 3), (0, 3)), ((2, 0, 3), (2, 3)), ((2, 3, 0), (2, 0))):
+        got = jax.vmap(ops.channel_sum)(jnp.ones(shape))
+        assert got.shape == want and not np.asarray(got).any()
+    assert jax.vmap(lambda v: ops.channel_broadcast(v, (2, 3)))(jnp.ones((0, 3))).shape == (0, 2, 3)
