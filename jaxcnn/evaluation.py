@@ -50,9 +50,12 @@ def _data_config(data: str, split: str, data_dir: str | None) -> tuple[dict, str
         cfg.update(source="folder", name=root)
         return cfg, f"image folder {os.path.join(root, split)}"
     name = data.removeprefix("tfds:")
-    if not name or os.sep in name:
+    # TFDS names are "name", "name/config" or "name:version": anything else is a path.
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1
+    if not name or looks_like_path or name.endswith("/"):
         raise ValueError(
-            f"data must be 'digits', an image folder or a TFDS name; got {data!r} (no such folder)"
+            "data must be 'digits', an image folder or a TFDS name ('name' or 'name/config'); "
+            f"got {data!r}, which is neither an existing folder nor a TFDS name"
         )
     cfg.update(source="tfds", name=name, data_dir=data_dir)
     return cfg, f"TFDS {name} ({split})"
@@ -196,10 +199,14 @@ def evaluate_weights(
     }
     if json_path is not None:
         tmp = f"{os.fspath(json_path)}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, json_path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(result, f, indent=2)
+                f.write("\n")
+            os.replace(tmp, json_path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return result
 
 

@@ -502,6 +502,14 @@ def _from_state_dict(
     state_dict, needed = convert.adapt_state_dict(
         name, state_dict, rename=rename, model_kwargs=None
     )
+    conflicts = {k: v for k, v in needed.items() if k in model_kwargs and model_kwargs[k] != v}
+    if conflicts:
+        given = ", ".join(f"{k}={model_kwargs[k]!r}" for k in conflicts)
+        wanted = ", ".join(f"{k}={v!r}" for k, v in conflicts.items())
+        raise ValueError(
+            f"{name}: this checkpoint's weights give its outputs only with {wanted}; got "
+            f"{given} (leave the option out: load_pretrained sets it)"
+        )
     model_kwargs = {**needed, **model_kwargs}
     module, shape = _resolve(name, None, model_kwargs)
     num_classes = None

@@ -82,8 +82,22 @@ def test_errors_name_what_is_wrong(torch, tmp_path):
         evaluate_weights(tmp_path / "w.pt", model="lenet5", preset="imagenet21k")
     with pytest.raises(ValueError, match=r"`model` .* is needed for a weight file"):
         evaluate_weights(tmp_path / "w.pt")
-    with pytest.raises(ValueError, match="TFDS name; got 'no/such/folder'"):
+    with pytest.raises(ValueError, match="got 'no/such/folder', which is neither"):
         evaluate_weights(tmp_path / "w.pt", model="lenet5", data="no/such/folder")
+    with pytest.raises(ValueError, match=r"got '\./missing', which is neither"):
+        evaluate_weights(tmp_path / "w.pt", model="lenet5", data="./missing")
+
+
+def test_tfds_names_may_carry_a_config():
+    from jaxcnn.evaluation import _data_config
+
+    cfg, desc = _data_config("imagenet_v2/matched-frequency", "test", "/data/tfds")
+    assert (cfg["source"], cfg["name"], cfg["data_dir"]) == (
+        "tfds",
+        "imagenet_v2/matched-frequency",
+        "/data/tfds",
+    )
+    assert desc == "TFDS imagenet_v2/matched-frequency (test)"
 
 
 def test_presets_and_imagenet_classes(torch):

@@ -58,7 +58,6 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--mean", type=_floats, default=None, help="per channel, [0, 1] units")
     p.add_argument("--std", type=_floats, default=None)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--num-classes", type=int, default=None, help="the weights' class count")
     p.add_argument(
         "--rename", type=_rule, action="append", default=[], help="key rule PATTERN=REPLACEMENT"
     )
@@ -80,7 +79,6 @@ def main(argv=None) -> dict:
             if os.path.isdir(weights)
             else f"{weights}.eval.json"
         )
-    kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
     res = evaluate_weights(
         weights,
         model=args.model,
@@ -96,7 +94,6 @@ def main(argv=None) -> dict:
         batch_size=args.batch_size,
         rename=args.rename,
         json_path=args.json,
-        **kwargs,
     )
     print(f"{res['model']} on {res['data']}: {res['count']} images")
     rows = sorted(
