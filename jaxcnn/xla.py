@@ -30,9 +30,11 @@ a bug). An option the user sets in ``XLA_FLAGS`` is left to the user's value.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -108,8 +110,8 @@ def enable_compilation_cache(directory: str | os.PathLike) -> str:
     Compiled programs are written there and read back by any later process that compiles the
     same program (same model, shapes, options, jaxlib and device), so a resumed or repeated
     run skips XLA's compilation: tens of seconds for the larger models on a GPU. The training
-    engine calls this with its workdir's ``compile_cache/`` (or the config's
-    ``compilation_cache`` folder).
+    engine uses it for the length of a run (`compilation_cache`) with its workdir's
+    ``compile_cache/`` (or the config's ``compilation_cache`` folder).
 
     A cache folder the user chose (``JAX_COMPILATION_CACHE_DIR`` or
     ``jax.config.update("jax_compilation_cache_dir", ...)``) wins: it is left as it is.
@@ -122,16 +124,35 @@ def enable_compilation_cache(directory: str | os.PathLike) -> str:
     Returns:
       The cache folder in use.
     """
-    global _CACHE_DIR_SET_HERE
     current = jax.config.jax_compilation_cache_dir
     if current and current != _CACHE_DIR_SET_HERE:
         return current  # the user's own choice
     path = os.path.abspath(os.fspath(directory))
     os.makedirs(path, exist_ok=True)
-    if path != current:
-        from jax.experimental.compilation_cache import compilation_cache
-
-        jax.config.update("jax_compilation_cache_dir", path)
-        compilation_cache.reset_cache()  # re-read the setting at the next compilation
-        _CACHE_DIR_SET_HERE = path
+    _set_cache_dir(path)
     return path
+
+
+def _set_cache_dir(path: str | None) -> None:
+    global _CACHE_DIR_SET_HERE
+    if path == (jax.config.jax_compilation_cache_dir or None):
+        return
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    cc.reset_cache()  # re-read the setting at the next compilation
+    _CACHE_DIR_SET_HERE = path
+
+
+@contextlib.contextmanager
+def compilation_cache(directory: str | os.PathLike) -> Iterator[str]:
+    """`enable_compilation_cache` for the length of a ``with`` block; afterwards the
+    process's previous setting (usually none) is back, so later compilations in the same
+    session (a notebook) do not keep writing into this folder."""
+    previous = jax.config.jax_compilation_cache_dir
+    path = enable_compilation_cache(directory)
+    try:
+        yield path
+    finally:
+        if previous != jax.config.jax_compilation_cache_dir:
+            _set_cache_dir(previous or None)

@@ -116,3 +116,24 @@ def test_engine_steps_are_compiled_without_those_fusions(monkeypatch):
     assert not any(FUSION_KIND in t for t in texts["1"])
     if jax.__version__.startswith("0.10."):  # the control: this jaxlib fuses them by default
         assert all(FUSION_KIND in t for t in texts["0"])
+
+
+def test_compilation_cache_is_set_for_a_block_and_restored(tmp_path):
+    from jaxcnn.xla import compilation_cache, enable_compilation_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    with compilation_cache(tmp_path / "a") as path:
+        assert path == str(tmp_path / "a") == jax.config.jax_compilation_cache_dir
+        assert (tmp_path / "a").is_dir()
+        jax.jit(lambda x: x * 3.0).lower(1.0).compile()
+    assert jax.config.jax_compilation_cache_dir == before
+    # A folder the user chose is left alone, inside and after the block.
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
+    try:
+        with compilation_cache(tmp_path / "b") as path:
+            assert path == str(tmp_path / "mine")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
+        assert enable_compilation_cache(tmp_path / "c") == str(tmp_path / "mine")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import models
-from ..xla import enable_compilation_cache
+from ..xla import compilation_cache
 from . import steps as steps_lib
 from .checkpoint import Checkpoints
 from .config import DEFAULTS
@@ -278,6 +278,14 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
       NonFiniteLossError: the loss became NaN/Inf (the message names the step).
       ValueError: a bad config, or a workdir holding a different run.
     """
+    folder = validate_config(config)["compilation_cache"]
+    if folder == "off":
+        return _train_and_evaluate(config, workdir)
+    with compilation_cache(folder or os.path.join(os.path.abspath(workdir), "compile_cache")):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     from .. import data as data_lib
     from .metrics import MetricWriter, Progress
 
@@ -292,8 +300,6 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
         os.makedirs(workdir, exist_ok=True)
     _check_and_save_config(cfg, workdir, write=is_main)
     c = _attrs(cfg)
-    if c.compilation_cache != "off":
-        enable_compilation_cache(c.compilation_cache or os.path.join(workdir, "compile_cache"))
 
     par = DataParallel(c.parallel)
     par.check_batch_size(c.batch_size)
