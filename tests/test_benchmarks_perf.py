@@ -241,8 +241,9 @@ def test_train_throughput_rows_time_each_startup_phase(capsys):
     assert [r["peer"] for r in rows] == ["jaxcnn", "plain_flax"]
     for r in rows:
         assert "error" not in r, r.get("error")
-        phases = [r[k] for k in ("build_s", "lower_s", "compile_s", "first_step_s")]
+        phases = [r[k] for k in ("build_s", "lower_s", "compile_s", "step1_s")]
         assert all(t > 0 for t in phases)
+        assert r["first_step_s"] == pytest.approx(r["lower_s"] + r["compile_s"] + r["step1_s"])
         assert r["start_to_first_step_s"] >= sum(phases)
     assert rows[0]["vs"]["plain_flax"] == pytest.approx(
         rows[0]["images_per_s"] / rows[1]["images_per_s"]
