@@ -276,3 +276,17 @@ def test_gpu_script_runs_in_its_cpu_form(tmp_path):
         else:
             assert r["images_per_s"] > 0, r.get("error")
     assert "# done in" in proc.stdout
+
+
+def test_lowering_reports_the_cuda_program(tmp_path):
+    from benchmarks import lowering
+
+    out = tmp_path / "rows.jsonl"
+    (row,) = lowering.main(
+        ["--models", "resnet20", "--batch", "2", "--image-size", "32", "--json", str(out)]
+    )
+    assert (row["model"], row["platform"], row["case_ops"]) == ("resnet20", "cuda", 0)
+    # 19 BatchNorms x (2 forward + 2 backward) row sums, and the classifier's bias gradient.
+    assert row["activation_row_sums"] == 4 * 19 + 1
+    assert row["lower_s"] > 0 and row["ops"] > 1000
+    assert common.read_jsonl(out) == [row]
