@@ -143,6 +143,6 @@ def _batch_norm(x, scale, bias, shift, epsilon, axis_name):
     var = jnp.maximum(m2 - m1 * m1, 0)
     mean = shift + m1
     a = lax.rsqrt(var + epsilon) * scale
-    # y = (x - mean) * a + bias, written as x * a + b so that the output is one fused pass.
+    # y = (x - mean) * a + bias, as (x - shift) * a + (bias - m1 * a): one fused pass over x.
     y = xs * channel_broadcast(a, x.shape) + channel_broadcast(bias - m1 * a, x.shape)
     return y, mean, var
