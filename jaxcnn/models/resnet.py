@@ -146,6 +146,7 @@ class Bottleneck(nn.Module):
       stride: stride of ``conv2`` and of the shortcut.
       shortcut: "projection" (option B, torchvision) or "zero_pad" (option A); see
         `BasicBlock`.
+      pad_layout: where "zero_pad" puts the zero channels ("end" or "both").
       conv_init: initialiser of the convolution kernels.
       zero_init_residual: initialise ``bn3``'s scale to zero (the residual branch starts
         at zero).
@@ -195,7 +196,7 @@ def _shortcut(block: BasicBlock | Bottleneck, x, conv, bn, train: bool) -> jax.A
     if block.stride == 1 and x.shape[-1] == features:
         return x
     if block.shortcut == "zero_pad":
-        return zero_pad_shortcut(x, features, block.stride, getattr(block, "pad_layout", "end"))
+        return zero_pad_shortcut(x, features, block.stride, block.pad_layout)
     x = conv(features, 1, stride=block.stride, name="downsample.0")(x)
     return bn(name="downsample.1")(x, train=train)
 
