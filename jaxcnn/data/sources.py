@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -289,9 +290,14 @@ class TfdsSource(Source):
 
 
 def tfds_source(name: str, split: str, *, data_dir: str | None = None) -> TfdsSource:
-    """A TFDS data set split as a source: ``tfds.data_source(name, split=split, ...)``.
+    """A TFDS data set split as a source, read with random access from ArrayRecord files.
 
-    The data set must already be prepared in ``data_dir`` (nothing is downloaded here).
+    A data set not yet prepared in ``data_dir`` is prepared there first, in the ArrayRecord
+    format, by its TFDS builder (``download_and_prepare``: this downloads it, unless the
+    builder makes its data itself). Reading needs no TensorFlow. Preparing needs it for most
+    of the TFDS catalog (MNIST and CIFAR among them: their builders read their downloads and
+    encode their images with TensorFlow), not for a builder that hands TFDS Pillow images,
+    image files or encoded bytes.
     Normalisation is `KNOWN_NORMALIZATION[name]`, or 0.5 / 0.5 per channel for other sets.
 
     Args:
@@ -301,12 +307,18 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None) -> TfdsSo
 
     Returns:
       A `TfdsSource` of {"image": uint8 (H, W, C), "label": int}.
+
+    Raises:
+      ModuleNotFoundError: preparing the data set needs TensorFlow, which is not installed.
+      OSError: the data set is not prepared and could not be downloaded (e.g. offline).
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty TFDS data set name; got {name!r}")
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(name, data_dir=data_dir)
+    # Random access needs ArrayRecord files, and `tfds.data_source` chooses that format only
+    # when no data_dir is given (with one, it would prepare TFRecord files it cannot read).
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     features = builder.info.features
     keys = list(features.keys())
     if "image" not in keys or "label" not in keys:
@@ -321,7 +333,9 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None) -> TfdsSo
         shape = (*shape, 1)
     if len(shape) != 3 or shape[2] is None:
         raise ValueError(f"TFDS data set {name!r}: expected (H, W, C) images; got shape {shape}")
-    data_source = tfds.data_source(name, split=split, data_dir=data_dir)
+    if not builder.is_prepared():
+        _tfds_prepare(builder, name)
+    data_source = builder.as_data_source(split=split)
     base = name.split(":")[0].split("/")[0]
     channels = int(shape[2])
     mean, std = KNOWN_NORMALIZATION.get(base, ((0.5,) * channels, (0.5,) * channels))
@@ -335,6 +349,46 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None) -> TfdsSo
         std=tuple(std),
         image_shape=(shape[0], shape[1], channels),
     )
+
+
+def _tfds_prepare(builder, name: str) -> None:
+    """``builder.download_and_prepare()``, its two common failures told in plain words."""
+    how = (
+        f"prepare it on a machine where that works, in the ArrayRecord format "
+        f"(tfds.builder({name!r}, file_format='array_record').download_and_prepare()), and "
+        f"point data_dir at the folder that holds its {builder.name}/ folder"
+    )
+    try:
+        builder.download_and_prepare()
+    except ImportError as e:
+        if _missing_module(e) != "tensorflow":
+            raise
+        raise ModuleNotFoundError(
+            f"preparing TFDS data set {name!r} in {builder.data_dir} needs TensorFlow, which "
+            f"is not installed (its builder uses it; reading prepared data does not). "
+            f"Install it (pip install tensorflow-cpu), or {how}",
+            name="tensorflow",
+        ) from e
+    except OSError as e:  # requests' ConnectionError is one
+        raise OSError(
+            f"TFDS data set {name!r} is not prepared in {builder.data_dir}, and preparing it "
+            f"failed ({type(e).__name__}: {e}). If this machine is offline, {how}"
+        ) from e
+
+
+def _missing_module(error: BaseException) -> str | None:
+    """The top-level name of the module whose import failed, along the chain of causes."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ImportError):
+            # TFDS re-raises with its context in the message, dropping ``name``.
+            found = re.search(r"No module named '([\w.]+)'", str(error))
+            module = error.name or (found.group(1) if found else None)
+            if module:
+                return module.split(".")[0]
+        error = error.__cause__ or error.__context__
+    return None
 
 
 # ----------------------------------------------------------------------------- folders
