@@ -149,3 +149,47 @@ def test_to_torch_checks_the_variables_belong_to_the_model():
     partial = {"params": {"fc": {"kernel": np.zeros((512, 1000)), "bias": np.zeros(1000)}}}
     with pytest.raises(ValueError, match=r"resnet18: .*missing keys \(\d+\): bn1.bias"):
         convert.to_torch("resnet18", partial)
+
+
+def _complex_state_dict(torch):
+    sd = {k: torch.from_numpy(v) for k, v in _state_dict().items()}
+    sd["features.0.weight"] = torch.complex(sd["features.0.weight"], torch.ones(4, 3, 3, 3))
+    return sd
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental:UserWarning")
+@pytest.mark.parametrize("dtype", ["complex64", "complex128", "complex32"])
+def test_load_weights_refuses_complex_tensors_from_torch(tmp_path, torch, dtype):
+    sd = _complex_state_dict(torch)
+    sd["features.0.weight"] = sd["features.0.weight"].to(getattr(torch, dtype))
+    torch.save(sd, tmp_path / "complex.pth")
+    torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "wrapped.pt")
+    for name in ("complex.pth", "wrapped.pt"):
+        with pytest.raises(TypeError, match=rf"{name}: 'features.0.weight' holds complex values"):
+            convert.load_weights(tmp_path / name)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_load_weights_refuses_complex_arrays(tmp_path, suffix):
+    sd = _state_dict()
+    sd["features.0.bias"] = sd["features.0.bias"] + 1j  # numpy: complex128
+    path = tmp_path / f"w{suffix}"
+    convert.save_weights(path, sd)  # both formats hold complex arrays
+    with pytest.raises(TypeError, match=r"'features.0.bias' holds complex values.*complex64"):
+        convert.load_weights(path)
+
+
+def test_from_torch_refuses_complex_weights_instead_of_dropping_the_imaginary_part(torch):
+    model = jaxcnn.create_model("lenet5")
+    variables = jax.jit(lambda x: model.init(jax.random.key(0), x))(np.zeros((1, 32, 32, 1)))
+    sd = {
+        k: torch.from_numpy(np.array(v)) for k, v in convert.to_torch("lenet5", variables).items()
+    }
+    key = next(k for k in sd if k.endswith(".weight"))
+    complex_sd = {**sd, key: torch.complex(sd[key], torch.ones_like(sd[key]))}
+    with pytest.raises(TypeError, match=rf"lenet5: '{key}' holds complex values.*complex64"):
+        convert.from_torch("lenet5", complex_sd)
+    as_numpy = {k: v.numpy() for k, v in complex_sd.items()}
+    with pytest.raises(TypeError, match=rf"'{key}' holds complex values"):
+        convert.from_torch("lenet5", as_numpy)
+    convert.from_torch("lenet5", sd)  # the real tensors still load

@@ -42,13 +42,20 @@ from ml_collections import config_flags
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "lenet_digits.py")
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    default=DEFAULT_CONFIG,
-    help_string="Path of a config file defining get_config() (see train/configs/); "
-    "override its keys with --config.KEY=VALUE.",
-    lock_config=True,
-)
+# Without --config on the command line, config_flags loads the default file and applies the
+# --config.KEY overrides right here, at import; an error then (`--config.nosuchkey=1`) waits
+# for `_parse_flags`, which reports it as it does when --config is given.
+_DEFINE_ERROR: Exception | None = None
+try:
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config",
+        default=DEFAULT_CONFIG,
+        help_string="Path of a config file defining get_config() (see train/configs/); "
+        "override its keys with --config.KEY=VALUE.",
+        lock_config=True,
+    )
+except (AttributeError, KeyError, flags.Error) as e:
+    _DEFINE_ERROR = e
 _WORKDIR = flags.DEFINE_string(
     "workdir",
     None,
@@ -104,12 +111,16 @@ def _parse_flags(argv: list[str]) -> list[str]:
     use of the config; both become a "FATAL Flags parsing error" like absl's own.
     """
     try:
+        if _DEFINE_ERROR is not None:  # the default config's overrides failed at import
+            raise _DEFINE_ERROR
         rest = app.parse_flags_with_usage(argv)
         _CONFIG.value.keys()  # loads nothing new: raises now if the file failed to load
     except (AttributeError, KeyError) as e:
         _fail(unknown_key_message(e, argv))
     except OSError as e:
         _fail(f"--config: {e.__cause__ or e}")
+    except flags.Error as e:  # absl reports its own parsing errors; these come from import
+        _fail(str(e))
     return rest
 
 

@@ -125,7 +125,8 @@ def state_dict_to_variables(
             continue
         if key not in state_dict:
             continue
-        value = _from_torch_layout(path[-1], _to_numpy(state_dict[key]))
+        raw = check_real(key, state_dict[key], model)  # complex: an error, never a cast
+        value = check_real(key, _from_torch_layout(path[-1], _to_numpy(raw)), model)
         if tuple(value.shape) != tuple(leaf.shape):
             torch_shape = tuple(_to_numpy(state_dict[key]).shape)
             want = tuple(_to_torch_layout(path[-1], np.empty(leaf.shape, np.int8)).shape)
@@ -173,6 +174,30 @@ def _to_numpy(value) -> np.ndarray:
     if type(value).__module__.startswith("torch"):
         return torch_tensor_to_numpy(value)
     return np.asarray(value)
+
+
+def check_real(key: str, value, where: str):
+    """`value` (an array or tensor), unless its dtype is complex: a TypeError naming `key`.
+
+    Weights are real; casting complex values to the model's float dtype (what numpy does,
+    with only a ComplexWarning) would silently drop their imaginary part.
+    """
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return value
+    is_complex = getattr(dtype, "is_complex", None)  # torch.dtype
+    if not isinstance(is_complex, bool):
+        try:
+            is_complex = np.issubdtype(np.dtype(dtype), np.complexfloating)
+        except TypeError:  # a dtype numpy does not know (ml_dtypes' are known): not complex
+            is_complex = False
+    if is_complex:
+        raise TypeError(
+            f"{where}: {key!r} holds complex values (dtype {dtype}); weights must be real, and "
+            "converting would drop the imaginary part. Convert the tensor first (e.g. "
+            "t.real or t.abs()) if that is what you mean."
+        )
+    return value
 
 
 def torch_tensor_to_numpy(t) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .mapping import torch_tensor_to_numpy
+from .mapping import check_real, torch_tensor_to_numpy
 
 # PyTorch's own containers (zip archives of pickled tensors, whatever the suffix says).
 TORCH_SUFFIXES = (".pth", ".pt", ".th", ".tar", ".pth.tar", ".bin", ".ckpt")
@@ -49,6 +49,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
       FileNotFoundError: no such file.
       ValueError: an unknown suffix, or a file that holds no state dict (the message lists
         the top-level keys it found).
+      TypeError: a tensor of a complex dtype (weights are real; the message names its key).
     """
     path = Path(path)
     if not path.is_file():
@@ -57,7 +58,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if suffix == ".safetensors":
         from safetensors.numpy import load_file
 
-        return dict(load_file(str(path)))
+        return _real(load_file(str(path)), path)
     if suffix == ".npz":
         try:
             f = np.load(path, allow_pickle=False)
@@ -69,7 +70,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 ".npz archive of named arrays"
             )
         with f:
-            return {k: f[k] for k in f.files}
+            return _real({k: f[k] for k in f.files}, path)
     if suffix in TORCH_SUFFIXES:
         import pickle
 
@@ -89,6 +90,11 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
         f"load_weights: unknown weight file type {suffix!r} for {path}; expected one of "
         f"{', '.join(SUFFIXES)}"
     )
+
+
+def _real(state_dict: Mapping, path) -> dict:
+    """`state_dict` as a dict; a TypeError naming the first complex tensor."""
+    return {k: check_real(str(k), v, f"load_weights: {path}") for k, v in state_dict.items()}
 
 
 def _is_state_dict(obj) -> bool:
@@ -111,6 +117,7 @@ def _state_dict_from_torch_object(obj, path) -> dict[str, np.ndarray]:
             break
         obj = inner
     if _is_state_dict(obj):
+        _real(obj, path)  # before a torch complex32, which numpy cannot hold, fails to convert
         return {str(k): torch_tensor_to_numpy(v) for k, v in obj.items()}
     if isinstance(top, Mapping):
         keys = ", ".join(repr(k) for k in list(top)[:12]) + (", ..." if len(top) > 12 else "")

@@ -125,6 +125,11 @@ def _check_conv_args(x, w, b, groups, op):
         raise ValueError(f"{op}: `groups` must be a positive int; got {groups!r}")
     c_in = x.shape[-1]
     kh, kw, cin_g, c_out = w.shape
+    if min(kh, kw) < 1:  # XLA would fail later with a verifier error, im2col with another
+        raise ValueError(
+            f"{op}: the kernel size (kh, kw) of `w` must be >= 1 in each dimension; got "
+            f"w.shape={tuple(w.shape)}, (kh, kw, C_in // groups, C_out)"
+        )
     if c_in % groups:
         raise ValueError(
             f"{op}: input channels C_in={c_in} (x.shape={tuple(x.shape)}) must be divisible by "

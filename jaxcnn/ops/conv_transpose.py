@@ -68,6 +68,11 @@ def conv_transpose2d(
     if not _is_int(groups) or groups < 1:
         raise ValueError(f"{op}: `groups` must be a positive int; got {groups!r}")
     kh, kw, w_cin, cout_g = w.shape
+    if min(kh, kw) < 1:  # XLA would fail later with a verifier error
+        raise ValueError(
+            f"{op}: the kernel size (kh, kw) of `w` must be >= 1 in each dimension; got "
+            f"w.shape={tuple(w.shape)}, (kh, kw, C_in, C_out // groups)"
+        )
     c_in = x.shape[-1]
     if w_cin != c_in:
         raise ValueError(

@@ -118,6 +118,9 @@ def validate_config(config: Any) -> dict[str, Any]:
         raise ValueError(
             "config: " + "; ".join(parts) + " (start from jaxcnn.training.config.default_config())"
         )
+    from .config import check_values
+
+    check_values(d)  # every bad value in one error, before any data or model is built
     return d
 
 
@@ -134,8 +137,9 @@ def _check_and_save_config(cfg: dict, workdir: str, *, write: bool) -> None:
     """Save the resolved config; refuse to resume a workdir trained with a different one."""
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
+        from .config import read_saved_config
+
+        saved = read_saved_config(path)  # a truncated or foreign file: says what to do
         a, b = _flatten(saved), _flatten(json.loads(json.dumps(cfg)))
         diff = sorted(
             k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUME_FREE_KEYS
