@@ -22,6 +22,11 @@ checkpoints, `metrics.jsonl`, TensorBoard events, `curves.png` and the resolved 
 Every key, its default and meaning: `jaxcnn/training/config.py`. The config is locked, so
 an unknown key (`--config.nosuchkey=1`) is an error naming it. The last line printed to
 stdout is the final evaluation, e.g. `test accuracy: 98.89% (356/360 correct) in 41.2 s`.
+
+Exit status: 0 when training finished; 75 (EX_TEMPFAIL: "try again") when SIGTERM stopped
+it after saving a checkpoint, with the last stdout line saying so (the run resumes when the
+same command runs again); 1 on an error: a one-line message on stderr for a checkpoint that
+could not be saved, a workdir another run holds, or a diverged run, a traceback otherwise.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from ml_collections import config_flags
 # anywhere the package is importable.
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "lenet_digits.py")
+# A schedulers' convention (sysexits.h EX_TEMPFAIL): stopped by SIGTERM, saved, resumable.
+PREEMPTED_EXIT_CODE = 75
 
 # Without --config on the command line, config_flags loads the default file and applies the
 # --config.KEY overrides right here, at import; an error then (`--config.nosuchkey=1`) waits
@@ -76,16 +83,16 @@ def format_result(result: Mapping[str, Any], split: str = "test") -> str:
     Args:
       result: what `train_and_evaluate` returned: "eval_top1" (a fraction in [0, 1]) and,
         when present, "eval_correct", "eval_count" (ints) and "wall_s" (seconds). A run
-        stopped by SIGTERM before its final evaluation ("preempted": True, no
-        "eval_top1") gets a line saying how to resume instead.
+        stopped by SIGTERM ("preempted": True) gets a line saying where it stopped and how
+        to resume instead: an evaluation it made on the way is not the final one.
       split: the name of the evaluated split, for the label.
     """
+    if result.get("preempted"):
+        return (
+            f"stopped by SIGTERM at step {result.get('step', '?')}, checkpoint saved; run the "
+            "same command again to resume"
+        )
     if "eval_top1" not in result:
-        if result.get("preempted"):  # SIGTERM before the final evaluation
-            return (
-                f"preempted at step {result.get('step', '?')} before the final evaluation; "
-                "run the same command again to resume"
-            )
         raise ValueError(f"result: expected a dict with 'eval_top1', got keys {sorted(result)}")
     line = f"{split} accuracy: {100.0 * float(result['eval_top1']):.2f}%"
     if result.get("eval_correct") is not None and result.get("eval_count") is not None:
@@ -165,14 +172,26 @@ def main(argv: list[str]) -> None:
     # Imported here so that `--help` and flag errors come back without loading JAX.
     import jax
 
-    from jaxcnn.training import train_and_evaluate
+    from jaxcnn.training import (
+        CheckpointError,
+        NonFiniteLossError,
+        WorkdirInUseError,
+        train_and_evaluate,
+    )
 
     config = _CONFIG.value
     config_file = config_flags.get_config_filename(flags.FLAGS["config"])
     workdir = _WORKDIR.value or default_workdir(config_file)
-    result = train_and_evaluate(config, workdir)
+    try:
+        result = train_and_evaluate(config, workdir)
+    except (CheckpointError, WorkdirInUseError, NonFiniteLossError) as e:
+        # Their messages say what happened and what to do; a traceback would bury that.
+        sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
+        sys.exit(1)
     if jax.process_index() == 0:  # one line per job, not one per process
         print(format_result(result, split=str(config.data.eval_split)), flush=True)
+    if result.get("preempted"):
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

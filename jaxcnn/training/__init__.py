@@ -10,7 +10,7 @@ reduce-on-plateau), `parallel` (jit + mesh, pmap, one device), `checkpoint` (orb
 Importing this package does not import orbax, grain, TFDS, tqdm or matplotlib.
 """
 
-from .checkpoint import load_run
+from .checkpoint import CheckpointError, WorkdirInUseError, load_run
 from .config import DEFAULTS, default_config
 from .loop import NonFiniteLossError, evaluate, train_and_evaluate
 from .optim import Plateau, learning_rate_schedule, make_optimizer
@@ -20,10 +20,12 @@ from .steps import cross_entropy, eval_step, topk_correct, train_step
 
 __all__ = [
     "DEFAULTS",
+    "CheckpointError",
     "DataParallel",
     "NonFiniteLossError",
     "Plateau",
     "TrainState",
+    "WorkdirInUseError",
     "create_train_state",
     "cross_entropy",
     "default_config",

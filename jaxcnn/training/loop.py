@@ -9,9 +9,13 @@ accelerators. Its contract:
   optimizer and BatchNorm state, the base RNG key, the data iterator's position and the
   reduce-on-plateau tracker, and every random choice is a function of (seed, step) or
   (seed, example position).
-* A non-finite loss stops the run with `FloatingPointError` naming the first bad step; no
-  checkpoint is written after it, so the last good one stays the newest.
-* SIGTERM (preemption) finishes the current step, saves, and returns cleanly.
+* A non-finite loss stops the run with `NonFiniteLossError` (a `FloatingPointError`) naming
+  the first bad step, and a checkpoint is never written with non-finite parameters, so the
+  newest checkpoint is always a finite one, and the error names it.
+* SIGTERM (preemption) finishes the current step, saves, and returns with "preempted": True.
+* A checkpoint is one commit (`jaxcnn.training.checkpoint`); resume falls back to the newest
+  intact one; a save that fails raises `CheckpointError` (the committed ones are intact); and
+  the workdir is locked, so a second run on it is refused while the first one lives.
 * Transfer learning (`jaxcnn.transfer`): `init_from` is read only by a run that starts fresh
   (a resumed run restores its own checkpoint); `freeze` / `freeze_all_but_last` layers keep
   their parameters and BatchNorm statistics bit-identical; `head_lr_multiplier` and
@@ -23,7 +27,6 @@ accelerators. Its contract:
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import json
 import logging
@@ -41,7 +44,7 @@ import numpy as np
 from .. import models
 from ..xla import compilation_cache
 from . import steps as steps_lib
-from .checkpoint import Checkpoints
+from .checkpoint import CheckpointError, Checkpoints, WorkdirInUseError, WorkdirLock
 from .config import DEFAULTS
 from .optim import Plateau, learning_rate_schedule, make_optimizer
 from .parallel import DataParallel
@@ -71,7 +74,16 @@ _RESUME_FREE_KEYS = {
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or Inf."""
+    """The training loss, or the parameters or optimizer state to checkpoint, became NaN/Inf."""
+
+
+__all__ = [
+    "CheckpointError",
+    "NonFiniteLossError",
+    "WorkdirInUseError",
+    "evaluate",
+    "train_and_evaluate",
+]
 
 
 # ----------------------------------------------------------------------------- config
@@ -237,6 +249,23 @@ def _mean_rows(rows: list[dict[str, jax.Array]]) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in stacked.items()}
 
 
+@jax.jit
+def _finite_leaves(tree: Any) -> list[jax.Array]:
+    leaves = jax.tree.leaves(tree)
+    return [jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
+
+
+def _non_finite(par: DataParallel, arrays: dict[str, Any]) -> list[str]:
+    """The paths of the state's floating arrays that hold a NaN or an infinity."""
+    flags = par.fetch(_finite_leaves(arrays))
+    paths = [
+        jax.tree_util.keystr(path, simple=True, separator="/")
+        for path, x in jax.tree_util.tree_leaves_with_path(arrays)
+        if jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    return [p for p, ok in zip(paths, flags, strict=True) if not ok]
+
+
 def _first_non_finite(pending: list[tuple[int, dict]], par: DataParallel) -> int | None:
     if not pending:
         return None
@@ -279,7 +308,11 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
       and "train_images_per_s".
 
     Raises:
-      NonFiniteLossError: the loss became NaN/Inf (the message names the step).
+      NonFiniteLossError: the loss or the state became NaN/Inf (the message names the step
+        and the newest checkpoint, which is finite).
+      CheckpointError: a checkpoint could not be saved (the message names the last good
+        one); or the newest intact checkpoint does not fit this run.
+      WorkdirInUseError: another live run holds the workdir.
       ValueError: a bad config, or a workdir holding a different run.
     """
     folder = validate_config(config)["compilation_cache"]
@@ -290,9 +323,6 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
 
 
 def _train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
-    from .. import data as data_lib
-    from .metrics import MetricWriter, Progress
-
     t0 = time.time()
     cfg = validate_config(config)
     _check_transfer_keys(_attrs(cfg))
@@ -300,8 +330,20 @@ def _train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
         initialize_distributed()
     workdir = os.path.abspath(workdir)
     is_main = jax.process_index() == 0
-    if is_main:
-        os.makedirs(workdir, exist_ok=True)
+    if not is_main:
+        return _run(cfg, workdir, t0)
+    os.makedirs(workdir, exist_ok=True)
+    # One writer per workdir: taken before anything in it is read or written, held until
+    # the last checkpoint is committed. Other processes of the same run share it.
+    with WorkdirLock(workdir):
+        return _run(cfg, workdir, t0)
+
+
+def _run(cfg: dict, workdir: str, t0: float) -> dict[str, Any]:
+    from .. import data as data_lib
+    from .metrics import MetricWriter, Progress
+
+    is_main = jax.process_index() == 0
     _check_and_save_config(cfg, workdir, write=is_main)
     c = _attrs(cfg)
 
@@ -336,8 +378,14 @@ def _train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     ckpts = Checkpoints(
         workdir, keep=c.keep_checkpoints, keep_best=c.keep_best, async_save=c.async_checkpointing
     )
-    start = ckpts.latest_step()
-    if c.init_from and start is None:
+    frozen, lr_multipliers = _fine_tuning(c, model, input_shape)
+    tx = make_optimizer(
+        c.optimizer, schedule, init_vars["params"], frozen=frozen, lr_multipliers=lr_multipliers
+    )
+    state = create_train_state(model, tx, seed=c.seed, input_shape=input_shape, variables=init_vars)
+    # The newest intact checkpoint (damaged newer ones are set aside, with a warning each).
+    resumed = ckpts.resume(_global_replicated(state.arrays()))
+    if c.init_from and resumed is None:
         # Only a run that starts fresh reads init_from: a resumed one restores its own state.
         from .. import transfer
 
@@ -355,11 +403,9 @@ def _train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
             len(report["copied"]),
             ", ".join(report["new"]) or "none",
         )
-    frozen, lr_multipliers = _fine_tuning(c, model, input_shape)
-    tx = make_optimizer(
-        c.optimizer, schedule, init_vars["params"], frozen=frozen, lr_multipliers=lr_multipliers
-    )
-    state = create_train_state(model, tx, seed=c.seed, input_shape=input_shape, variables=init_vars)
+        state = create_train_state(
+            model, tx, seed=c.seed, input_shape=input_shape, variables=init_vars
+        )
     plateau = None
     if c.schedule.name == "plateau":
         plateau = Plateau(
@@ -371,16 +417,17 @@ def _train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     writer = MetricWriter(workdir, tensorboard=c.tensorboard, plot=c.plot, enabled=is_main)
     train_iter = iter(datasets.train)
     best = {"value": None, "step": None}
-    if start is not None:
-        arrays, extra = ckpts.restore(start, _global_replicated(state.arrays()))
+    start = 0
+    if resumed is not None:
+        start, arrays, extra = resumed
         state = state.replace_arrays(jax.device_get(arrays))
         train_iter.set_state(extra["data"])
         if plateau is not None:
             plateau.state = dict(extra["plateau"])
         best = dict(extra["best"])
-        writer.truncate_after(start)
         log.info("resumed from %s at step %d", ckpts.directory, start)
-    start = start or 0
+    # Rows past the resumed step (all rows, starting fresh) are about to be logged again.
+    writer.truncate_after(start)
     state = par.put_state(state)
 
     train_step = functools.partial(
@@ -394,6 +441,20 @@ def _train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
 
     def save(step: int, data_state: Any, *, is_best: bool = False) -> None:
         host_state = par.get_state(state)
+        bad = _non_finite(par, host_state.arrays())
+        if bad:
+            ckpts.wait()
+            last = ckpts.latest_step()
+            raise NonFiniteLossError(
+                f"non-finite values in the state at step {step} ({', '.join(bad[:3])}"
+                + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+                + "); stopped without saving them. "
+                + (
+                    f"The newest checkpoint, step {last} in {ckpts.directory}, is finite"
+                    if last is not None
+                    else "There is no checkpoint yet"
+                )
+            )
         extra = {
             "data": data_state,
             "plateau": None if plateau is None else plateau.state,
@@ -426,10 +487,11 @@ def _train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     def check_finite() -> None:
         bad = _first_non_finite(pending, par)
         if bad is not None:
+            ckpts.wait()
             last = ckpts.latest_step()
             raise NonFiniteLossError(
                 f"non-finite training loss at step {bad} (lr {float(schedule(bad - 1)):.3g}); "
-                f"stopped. The last good checkpoint is step {last} in {ckpts.directory}"
+                f"stopped. The newest checkpoint, step {last} in {ckpts.directory}, is finite"
                 if last is not None
                 else f"non-finite training loss at step {bad}; stopped before any checkpoint"
             )
@@ -499,9 +561,15 @@ def _train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
             if not result["preempted"] and "eval_top1" not in result:
                 # Resumed a finished run: report its final evaluation.
                 result.update(evaluate(par, p_eval, state, datasets.eval))
-    finally:
-        with contextlib.suppress(Exception):
+    except BaseException:
+        try:  # commit what was saved before the failure; the failure itself is what to raise
             ckpts.close()
+        except CheckpointError as e:
+            log.error("%s", e)
+        raise
+    else:
+        ckpts.close()  # a failed last save is an error, never a finished run
+    finally:
         writer.close()
     result.update(
         step=step,

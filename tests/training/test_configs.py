@@ -311,7 +311,10 @@ def test_format_result_lines():
     assert format_result({"eval_top1": 0.5, "wall_s": 75.4}, "validation") == (
         "validation accuracy: 50.00% in 1m15s"
     )
-    assert format_result({"preempted": True, "step": 120}).startswith("preempted at step 120")
+    # A stopped run says so even when an evaluation on the way left a top-1 in the result.
+    stopped = format_result({"preempted": True, "step": 120, "eval_top1": 0.94})
+    assert stopped.startswith("stopped by SIGTERM at step 120, checkpoint saved")
+    assert "accuracy" not in stopped
     with pytest.raises(ValueError, match="result: expected a dict with 'eval_top1'"):
         format_result({"step": 3})
     assert default_workdir("train/configs/lenet_mnist.py") == os.path.join("runs", "lenet_mnist")
