@@ -25,8 +25,9 @@ stdout is the final evaluation, e.g. `test accuracy: 98.89% (356/360 correct) in
 
 Exit status: 0 when training finished; 75 (EX_TEMPFAIL: "try again") when SIGTERM stopped
 it after saving a checkpoint, with the last stdout line saying so (the run resumes when the
-same command runs again); 1 on an error: a one-line message on stderr for a checkpoint that
-could not be saved, a workdir another run holds, or a diverged run, a traceback otherwise.
+same command runs again); 1 on an error: a message without a traceback on stderr for a bad
+config value, a checkpoint that could not be saved, a workdir another run holds, or a
+diverged run; a traceback otherwise.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def main(argv: list[str]) -> None:
 
     from jaxcnn.training import (
         CheckpointError,
+        ConfigError,
         NonFiniteLossError,
         WorkdirInUseError,
         train_and_evaluate,
@@ -184,7 +186,7 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value or default_workdir(config_file)
     try:
         result = train_and_evaluate(config, workdir)
-    except (CheckpointError, WorkdirInUseError, NonFiniteLossError) as e:
+    except (CheckpointError, ConfigError, WorkdirInUseError, NonFiniteLossError) as e:
         # Their messages say what happened and what to do; a traceback would bury that.
         sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
         sys.exit(1)

@@ -11,7 +11,7 @@ Importing this package does not import orbax, grain, TFDS, tqdm or matplotlib.
 """
 
 from .checkpoint import CheckpointError, WorkdirInUseError, load_run
-from .config import DEFAULTS, default_config
+from .config import DEFAULTS, ConfigError, default_config
 from .loop import NonFiniteLossError, evaluate, train_and_evaluate
 from .optim import Plateau, learning_rate_schedule, make_optimizer
 from .parallel import DataParallel
@@ -21,6 +21,7 @@ from .steps import cross_entropy, eval_step, topk_correct, train_step
 __all__ = [
     "DEFAULTS",
     "CheckpointError",
+    "ConfigError",
     "DataParallel",
     "NonFiniteLossError",
     "Plateau",

@@ -18,6 +18,12 @@ import math
 import numbers
 from typing import Any
 
+
+class ConfigError(ValueError):
+    """A config that cannot run: an unknown or missing key, a bad value, a workdir's saved
+    config that is unreadable or differs. The message names the key or file."""
+
+
 # Kept as plain data so that this module imports without ml_collections (it is imported
 # lazily by `default_config`); the dictionary is also what `validate` checks keys against.
 DEFAULTS: dict[str, Any] = {
@@ -274,7 +280,7 @@ def check_values(d: dict) -> None:
     built; keys that are missing are left to the key check (`validate_config`).
 
     Raises:
-      ValueError: one error listing every bad key, what it expects and what it got.
+      ConfigError: one error listing every bad key, what it expects and what it got.
     """
     problems: list[str] = []
 
@@ -297,7 +303,7 @@ def check_values(d: dict) -> None:
             check(key, test, f"{expected} for schedule {name!r}")
     if problems:
         n = len(problems)
-        raise ValueError(
+        raise ConfigError(
             f"config: {n} bad value{'s' if n > 1 else ''} (every key, its default and meaning: "
             "jaxcnn/training/config.py):\n  " + "\n  ".join(problems)
         )
@@ -309,7 +315,7 @@ def read_saved_config(path: str) -> dict:
 
     Raises:
       FileNotFoundError: no such file.
-      ValueError: the file is not a JSON object (truncated, overwritten, not JSON); the
+      ConfigError: the file is not a JSON object (truncated, overwritten, not JSON); the
         message names the file, where it is broken and what to do.
     """
     what_to_do = (
@@ -324,23 +330,23 @@ def read_saved_config(path: str) -> dict:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(
+        raise ConfigError(
             f"{path} is not a saved config: it is not UTF-8 text (byte {e.start}: {e.reason}). "
             + what_to_do
         ) from None
     if not text.strip():
-        raise ValueError(f"{path} is not a saved config: it is empty. " + what_to_do)
+        raise ConfigError(f"{path} is not a saved config: it is empty. " + what_to_do)
     try:
         saved = json.loads(text)
     except json.JSONDecodeError as e:
         truncated = e.pos >= len(text.rstrip())
-        raise ValueError(
+        raise ConfigError(
             f"{path} is not a saved config: invalid JSON at line {e.lineno} column {e.colno} "
             f"({e.msg}{'; the file ends there, as if a write was cut off' if truncated else ''}"
             "). " + what_to_do
         ) from None
     if not isinstance(saved, dict):
-        raise ValueError(
+        raise ConfigError(
             f"{path} is not a saved config: it holds a JSON {type(saved).__name__}, not a JSON "
             "object of config keys. " + what_to_do
         )

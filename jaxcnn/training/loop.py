@@ -45,7 +45,7 @@ from .. import models
 from ..xla import compilation_cache
 from . import steps as steps_lib
 from .checkpoint import CheckpointError, Checkpoints, WorkdirInUseError, WorkdirLock
-from .config import DEFAULTS
+from .config import DEFAULTS, ConfigError
 from .optim import Plateau, learning_rate_schedule, make_optimizer
 from .parallel import DataParallel
 from .state import TrainState, create_train_state
@@ -79,6 +79,7 @@ class NonFiniteLossError(FloatingPointError):
 
 __all__ = [
     "CheckpointError",
+    "ConfigError",
     "NonFiniteLossError",
     "WorkdirInUseError",
     "evaluate",
@@ -127,7 +128,7 @@ def validate_config(config: Any) -> dict[str, Any]:
             parts.append(f"unknown keys {sorted(got - want)}")
         if want - got:
             parts.append(f"missing keys {sorted(want - got)}")
-        raise ValueError(
+        raise ConfigError(
             "config: " + "; ".join(parts) + " (start from jaxcnn.training.config.default_config())"
         )
     from .config import check_values
@@ -158,7 +159,7 @@ def _check_and_save_config(cfg: dict, workdir: str, *, write: bool) -> None:
         )
         if diff:
             shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:8])
-            raise ValueError(
+            raise ConfigError(
                 f"workdir {workdir} holds a run with a different config ({shown}); resuming it "
                 "would mix two runs. Use a new --workdir, or the saved config "
                 f"({path}) to continue."
@@ -313,7 +314,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
       CheckpointError: a checkpoint could not be saved (the message names the last good
         one); or the newest intact checkpoint does not fit this run.
       WorkdirInUseError: another live run holds the workdir.
-      ValueError: a bad config, or a workdir holding a different run.
+      ConfigError: a bad config (a `ValueError`), or a workdir holding a different run.
     """
     folder = validate_config(config)["compilation_cache"]
     if folder == "off":

@@ -398,6 +398,20 @@ def test_unknown_key_without_config_flag_is_one_line(tmp_path, flag, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_python_m_train_reports_bad_values_without_a_traceback(tmp_path):
+    proc = _run(
+        "--config.log_every_steps=0",
+        "--config.best_metric=nosuch",
+        f"--workdir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 1
+    assert "FATAL ConfigError: config: 2 bad values" in proc.stderr
+    assert "log_every_steps: expected an int >= 1; got 0" in proc.stderr
+    assert "best_metric: expected" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------- the saved config
 
 
