@@ -362,6 +362,18 @@ def test_damaged_best_is_republished(tmp_path, reference):
     assert (wd / "best" / f"{reference.best}.damaged").is_dir()
 
 
+def test_falling_back_past_the_best_sets_the_newer_best_aside(tmp_path, reference):
+    """The two newest checkpoints damaged: resume from the third, whose best-tracking names
+    an older best; best/ of the step to be retrained is kept aside, then published again."""
+    wd = _finished_copy(tmp_path, reference)
+    for s in (STEPS, STEPS - 4):
+        DAMAGE["emptied"](wd / "checkpoints" / str(s))
+    assert reference.best == STEPS - 4  # what this test is about: best/ newer than the resume
+    train_and_evaluate(fault_run.config({"compilation_cache": "off"}), wd)
+    assert (wd / "best" / f"{reference.best}.superseded").is_dir()
+    assert reference.check_finished(wd) == []
+
+
 # ------------------------------------------------------------------------ NaN guard
 def test_non_finite_parameters_are_never_checkpointed(tmp_path, monkeypatch):
     """The loss at a step is finite but the update it made is not (as at a learning rate of
