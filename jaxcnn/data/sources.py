@@ -394,8 +394,19 @@ def _missing_module(error: BaseException) -> str | None:
 # ----------------------------------------------------------------------------- folders
 
 
+# Pillow modes of grey images with more than 8 bits: 16-bit PNGs open as "I;16", and "I"
+# (32-bit signed) is how some decoders hand over 16-bit data.
+_WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
 def _decode(path: str, mode: str, *, draft: bool = False) -> np.ndarray:
-    """Decode one image file to uint8 (H, W, C); ValueError naming the file if it cannot be."""
+    """Decode one image file to uint8 (H, W, C); ValueError naming the file if it cannot be.
+
+    16-bit grey images are scaled to 8 bits, round(v / 257), so that 65535 maps to 255 and
+    the whole range keeps its gradations (Pillow's ``convert`` would clip them at 255);
+    "I" images are taken as 16-bit, values outside 0..65535 clipped. Pillow itself reduces
+    16-bit colour PNGs to 8 bits (their high byte, v // 256, never more than 1 from v / 257).
+    """
     from PIL import Image
 
     try:
@@ -403,11 +414,25 @@ def _decode(path: str, mode: str, *, draft: bool = False) -> np.ndarray:
             if draft:
                 # JPEG decoding at 1/8 scale still reads (and so checks) the whole stream.
                 im.draft(mode, (1, 1))
-            im = im.convert(mode)
-            arr = np.asarray(im)
+            if im.mode in _WIDE_GREY_MODES:
+                arr = _grey16_to_uint8(np.asarray(im))
+                if mode == "RGB":
+                    arr = np.repeat(arr[:, :, None], 3, axis=2)  # as Pillow's L -> RGB
+            else:
+                arr = np.asarray(im.convert(mode))
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad files
         raise ValueError(f"could not decode image file {path!r}: {e}") from e
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _grey16_to_uint8(x: np.ndarray) -> np.ndarray:
+    """(H, W) integer values in 0..65535 (others clipped) -> uint8 round(v / 257)."""
+    if x.dtype.kind == "i":
+        x = np.clip(x, 0, 65535)
+    x = x.astype(np.uint32)
+    # (v + 128) // 257 is round(v / 257) exactly: v / 257 is never a tie (2 v = 257 (2 k + 1)
+    # has no solution, 257 being odd), so integer arithmetic gives the same pixels everywhere.
+    return ((x + 128) // 257).astype(np.uint8)
 
 
 class ImageFolder(Source):
@@ -416,7 +441,11 @@ class ImageFolder(Source):
     Class names are the sorted subfolder names (labels 0 .. K-1); images are files ending in
     one of `IMAGE_EXTENSIONS` (any case), found recursively and sorted by path, so the index
     of every file is fixed by the tree alone. Hidden entries (".ipynb_checkpoints") are
-    ignored. Images are decoded with Pillow when loaded.
+    ignored. Symbolic links are followed; within a class a file reached under several paths
+    counts once, by its real path, and a link back into the folder being walked is a
+    ValueError ("symlink loop: <link> -> <target> leads back to <folder>"; see
+    `_list_images`). Images are decoded with Pillow when loaded; 16-bit grey images are
+    scaled to 8 bits, round(v / 257).
 
     Corrupt files: by default loading one raises ValueError naming the file. With
     ``skip_corrupt=True`` every file is decoded once here, up front, and the undecodable ones
@@ -508,15 +537,104 @@ class ImageFolder(Source):
 
 
 def _list_images(folder: str) -> list[str]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(
-            os.path.join(dirpath, f)
-            for f in filenames
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-        )
-    return sorted(out)
+    """The image files under ``folder``, recursively, following symbolic links; sorted by path.
+
+    The walk goes depth first through names in sorted order. A folder reached again through
+    another link is not listed again, and a file reached under several paths (a link beside
+    its target, two links to one file) counts once, by its real path: each is listed under
+    the path the walk reaches it by first. A link back to a folder the walk is inside (the
+    folder itself, one of its ancestors) would make the tree infinite: ValueError naming it.
+    Unreadable folders are passed over, as ``os.walk`` does.
+    """
+
+    def identity(st: os.stat_result) -> tuple[int, int]:
+        return (st.st_dev, st.st_ino)
+
+    def parents(path: str) -> list[str]:
+        out = []
+        while os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+            out.append(path)
+        return out
+
+    # The real folders the walk is inside, by identity (a link to any of them leads back into
+    # the walk) -> the path to name them by: the ancestors of the folder, both of its real
+    # path and of the path as given (listed last, so that its spelling wins), then the folders
+    # entered, and left again, as the walk goes depth first.
+    inside: dict[tuple[int, int], str] = {}
+    for path in parents(os.path.realpath(folder)) + parents(os.path.abspath(folder)):
+        try:
+            inside[identity(os.stat(path))] = path
+        except OSError:
+            pass
+    listed: set[tuple[int, int]] = set()
+    out: list[str] = []
+    folders: list[tuple[int, str]] = []  # (index in out of its first file, real folder path)
+    link_targets: dict[int, str] = {}  # index in out -> real path, for linked files
+    todo: list[str | tuple[int, int]] = [folder]  # a path: enter it; an identity: leave it
+    while todo:
+        item = todo.pop()
+        if isinstance(item, tuple):
+            del inside[item]
+            continue
+        # Checked on entering, in the order a recursive walk meets them: every link that leads
+        # back into the walk is found, even when its target was also reached another way.
+        try:
+            key = identity(os.stat(item))
+        except OSError:
+            continue
+        if key in inside:
+            if os.path.islink(item):
+                raise ValueError(
+                    f"symlink loop: {item} -> {os.readlink(item)} leads back to {inside[key]}"
+                )
+            raise ValueError(f"folder loop: {item} is the folder {inside[key]} again")
+        if key in listed:
+            continue
+        try:
+            with os.scandir(item) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        listed.add(key)
+        inside[key] = item
+        todo.append(key)
+        folders.append((len(out), os.path.realpath(item)))
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subfolders.append(entry.path)
+            elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                if entry.is_symlink():
+                    link_targets[len(out)] = os.path.realpath(entry.path)
+                out.append(entry.path)
+        todo.extend(reversed(subfolders))  # popped in sorted order
+    return sorted(_once_per_real_path(out, folders, link_targets))
+
+
+def _once_per_real_path(
+    paths: list[str], folders: list[tuple[int, str]], link_targets: dict[int, str]
+) -> list[str]:
+    """``paths`` less those whose real path an earlier one has (see `_list_images`)."""
+    if not link_targets:
+        return paths  # every folder is listed once, so only linked files can repeat a file
+    keep, seen = [], set()
+    bounds = [start for start, _ in folders[1:]] + [len(paths)]
+    for (start, real_folder), end in zip(folders, bounds, strict=True):
+        for i in range(start, end):
+            real = link_targets.get(i)
+            if real is None:
+                real = os.path.join(real_folder, os.path.basename(paths[i]))
+            if real not in seen:
+                seen.add(real)
+                keep.append(paths[i])
+    return keep
 
 
 def _decodable(paths: Sequence[str], mode: str) -> list[bool]:
