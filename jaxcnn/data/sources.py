@@ -295,9 +295,10 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None) -> TfdsSo
     A data set not yet prepared in ``data_dir`` is prepared there first, in the ArrayRecord
     format, by its TFDS builder (``download_and_prepare``: this downloads it, unless the
     builder makes its data itself). Reading needs no TensorFlow. Preparing needs it for most
-    of the TFDS catalog (MNIST and CIFAR among them: their builders read their downloads and
-    encode their images with TensorFlow), not for a builder that hands TFDS Pillow images,
-    image files or encoded bytes.
+    of the TFDS catalog (their builders read their downloads and encode their images with
+    TensorFlow), not for a builder that hands TFDS Pillow images, image files or encoded
+    bytes, nor for "mnist", "fashion_mnist", "kmnist", "cifar10" and "cifar100", which
+    `jaxcnn.data.tfds_prepare` prepares without TensorFlow when it is not installed.
     Normalisation is `KNOWN_NORMALIZATION[name]`, or 0.5 / 0.5 per channel for other sets.
 
     Args:
@@ -352,15 +353,26 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None) -> TfdsSo
 
 
 def _tfds_prepare(builder, name: str) -> None:
-    """``builder.download_and_prepare()``, its two common failures told in plain words."""
+    """``builder.download_and_prepare()``, its two common failures told in plain words.
+
+    Without TensorFlow, MNIST-format and CIFAR builders are prepared by `tfds_prepare`.
+    """
+    from .tfds_prepare import prepare_without_tensorflow
+
     how = (
         f"prepare it on a machine where that works, in the ArrayRecord format "
         f"(tfds.builder({name!r}, file_format='array_record').download_and_prepare()), and "
         f"point data_dir at the folder that holds its {builder.name}/ folder"
     )
     try:
-        builder.download_and_prepare()
-    except ImportError as e:
+        if not prepare_without_tensorflow(builder):
+            builder.download_and_prepare()
+    except OSError as e:  # requests' ConnectionError is one
+        raise OSError(
+            f"TFDS data set {name!r} is not prepared in {builder.data_dir}, and preparing it "
+            f"failed ({type(e).__name__}: {e}). If this machine is offline, {how}"
+        ) from e
+    except Exception as e:  # an ImportError, or one inside TFDS's ExtractError
         if _missing_module(e) != "tensorflow":
             raise
         raise ModuleNotFoundError(
@@ -368,11 +380,6 @@ def _tfds_prepare(builder, name: str) -> None:
             f"is not installed (its builder uses it; reading prepared data does not). "
             f"Install it (pip install tensorflow-cpu), or {how}",
             name="tensorflow",
-        ) from e
-    except OSError as e:  # requests' ConnectionError is one
-        raise OSError(
-            f"TFDS data set {name!r} is not prepared in {builder.data_dir}, and preparing it "
-            f"failed ({type(e).__name__}: {e}). If this machine is offline, {how}"
         ) from e
 
 
