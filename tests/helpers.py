@@ -1,4 +1,5 @@
-"""Shared test utilities: finite-difference gradients and torch <-> NHWC conversions."""
+"""Shared test utilities: finite-difference gradients, torch <-> NHWC conversions, and
+dotted-key config overrides."""
 
 from __future__ import annotations
 
@@ -60,3 +61,14 @@ def from_torch_nchw(t):
 def to_torch_oihw(torch, w):
     """HWIO kernel -> torch Conv2d weight (C_out, C_in // groups, kh, kw)."""
     return torch.from_numpy(np.ascontiguousarray(np.asarray(w).transpose(3, 2, 0, 1)))
+
+
+def set_keys(config, overrides: dict):
+    """Set dotted keys ("optimizer.learning_rate") of a ConfigDict in place; returns it."""
+    for key, value in overrides.items():
+        node = config
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return config

@@ -103,7 +103,8 @@ def _fsync_dir(path: str) -> None:
             os.close(fd)
 
 
-def _write_atomic(path: str, text: str) -> None:
+def write_atomic(path: str, text: str) -> None:
+    """Write `text` to `path` whole or not at all: a temporary file, fsync'ed, renamed."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(text)
@@ -120,7 +121,7 @@ def write_commit(path: str, step: int) -> None:
         full = os.path.join(path, rel)
         files[rel] = [os.path.getsize(full), _crc32(full)]
     record = {"format": _FORMAT, "step": int(step), "files": files}
-    _write_atomic(os.path.join(path, COMMIT_FILE), json.dumps(record, indent=1) + "\n")
+    write_atomic(os.path.join(path, COMMIT_FILE), json.dumps(record, indent=1) + "\n")
 
 
 def verify(path: str, step: int | None = None) -> str | None:

@@ -44,7 +44,13 @@ import numpy as np
 from .. import models
 from ..xla import compilation_cache
 from . import steps as steps_lib
-from .checkpoint import CheckpointError, Checkpoints, WorkdirInUseError, WorkdirLock
+from .checkpoint import (
+    CheckpointError,
+    Checkpoints,
+    WorkdirInUseError,
+    WorkdirLock,
+    write_atomic,
+)
 from .config import DEFAULTS, ConfigError
 from .optim import Plateau, learning_rate_schedule, make_optimizer
 from .parallel import DataParallel
@@ -137,15 +143,6 @@ def validate_config(config: Any) -> dict[str, Any]:
     return d
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _check_and_save_config(cfg: dict, workdir: str, *, write: bool) -> None:
     """Save the resolved config; refuse to resume a workdir trained with a different one."""
     path = os.path.join(workdir, "config.json")
@@ -166,7 +163,7 @@ def _check_and_save_config(cfg: dict, workdir: str, *, write: bool) -> None:
             )
         return
     if write:
-        _atomic_write_text(path, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        write_atomic(path, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 # ------------------------------------------------------------------------ preemption

@@ -50,13 +50,9 @@ def config(overrides: dict):
     c.progress = False
     c.tensorboard = False
     c.plot = False
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
+    from tests.helpers import set_keys
+
+    return set_keys(c, overrides)
 
 
 def kill_at_file_op(k: int, after: bool) -> None:

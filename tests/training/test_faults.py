@@ -216,23 +216,17 @@ def test_random_kills_resume_bitwise(tmp_path, cache, reference):
             proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=300)
         counts["trials"] += 1
-        if proc.returncode == -signal.SIGKILL:
-            counts["killed"] += 1
-            problems = reference.check_killed(workdir)
+        if proc.returncode in (-signal.SIGKILL, 0):
+            killed = proc.returncode == -signal.SIGKILL
+            counts["killed"] += killed
+            check = reference.check_killed if killed else reference.check_finished
+            problems = check(workdir)
             if problems:
                 failures.append((chain, fault, problems))
-                counts["failed"] += 1
-            else:
-                counts["identical"] += 1
-        elif proc.returncode == 0:  # the fault came after the end: this chain is done
-            problems = reference.check_finished(workdir)
-            if problems:
-                failures.append((chain, fault, problems))
-                counts["failed"] += 1
-            else:
-                counts["recovered"] += 1
-            chain += 1
-            workdir = tmp_path / f"chain{chain}"
+            counts["failed" if problems else "identical" if killed else "recovered"] += 1
+            if not killed:  # the fault came after the end: this chain is done
+                chain += 1
+                workdir = tmp_path / f"chain{chain}"
         else:
             failures.append((chain, fault, [f"exit {proc.returncode}: {err[-2000:]}"]))
             counts["failed"] += 1

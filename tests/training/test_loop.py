@@ -19,6 +19,7 @@ import pytest
 from jaxcnn.data import digits
 from jaxcnn.training import NonFiniteLossError, default_config, load_run, train_and_evaluate
 from jaxcnn.training.checkpoint import Checkpoints
+from tests.helpers import set_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,13 +37,7 @@ def small_config(**overrides):
     c.checkpoint_every_epochs = 1.0
     c.log_every_steps = 11
     c.progress = False
-    for k, v in overrides.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return set_keys(c, overrides)
 
 
 def final_arrays(workdir) -> dict:

@@ -11,6 +11,7 @@ import pytest
 import jaxcnn
 from jaxcnn import convert
 from jaxcnn.training import default_config, load_run, train_and_evaluate
+from tests.helpers import set_keys
 
 
 def config(**overrides):
@@ -22,13 +23,7 @@ def config(**overrides):
     c.eval_every_epochs = 100.0
     c.checkpoint_every_epochs = 100.0
     c.progress = c.tensorboard = c.plot = c.async_checkpointing = False
-    for k, v in overrides.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return set_keys(c, overrides)
 
 
 def bits(tree) -> list[bytes]:
