@@ -62,8 +62,10 @@ DATA_DEFAULTS: dict[str, Any] = {
     "synthetic_examples": 1024,
     "worker_count": 0,
     "prefetch": 2,
+    "augment_on": "device",
 }
 SOURCES = ("digits", "tfds", "folder", "synthetic")
+AUGMENT_ON = ("device", "host")
 
 # Purpose tags in the seed sequences, so that the permutation of epoch e and the augmentation
 # of position e never share a random stream.
@@ -142,9 +144,15 @@ def _convert_stats(values: Sequence[float], to: int, *, is_std: bool) -> tuple[f
 
 
 class _Transform:
-    """Per-example train/eval transforms and the batched float conversion (picklable)."""
+    """Per-example train/eval transforms and the batched float conversion (picklable).
 
-    def __init__(self, cfg: dict, source_channels: int, channels: int, mean, std):
+    With ``device=True`` the training transform only brings every image to one common size
+    (`common_size`) and batches stay uint8: the random transforms and the normalisation run
+    on the accelerator (`jaxcnn.data.device_augment`), inside the compiled train step.
+    """
+
+    def __init__(self, cfg: dict, source_channels: int, channels: int, mean, std, device=False):
+        self.device = bool(device)
         self.size = cfg["image_size"]
         self.eval_resize = cfg["eval_resize"]
         self.padding = cfg["random_crop_padding"]
@@ -161,9 +169,28 @@ class _Transform:
         # random unless the image is square); if not, no generator is built per example.
         self.random = self.rrc or self.flip or self.pca > 0 or self.padding > 0
         self.random = self.random or self.rotation > 0 or self.scale > 0
-        self.random = self.random or self.eval_resize > 0
+        self.random = (self.random or self.eval_resize > 0) and not self.device
+
+    @property
+    def common_size(self) -> int:
+        """The side of the square uint8 images the host hands the device (``device=True``):
+        eval_resize when set (the device crops image_size from it), else image_size."""
+        return self.eval_resize or self.size
+
+    def common(self, img: np.ndarray) -> np.ndarray:
+        """Host half of the training transform when augmenting on the device: resize (and
+        centre-crop, when the shorter side is resized) to common_size x common_size. An
+        image already that size is passed through untouched."""
+        c = self.common_size
+        if img.shape[:2] == (c, c):
+            return img
+        if self.eval_resize or self.rrc:
+            return augment.center_crop(augment.resize_shorter(img, c), c)
+        return augment.resize(img, c)
 
     def train(self, img: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        if self.device:
+            return self.common(img)
         s = self.size
         if self.rrc:
             img = augment.random_resized_crop(img, s, rng)
@@ -189,6 +216,21 @@ class _Transform:
         if img.shape[:2] != (s, s):
             return augment.resize(img, s)
         return img
+
+    def finish_train(self, images: list[np.ndarray], where: str) -> np.ndarray:
+        """The training batch: `finish`, or with ``device=True`` the uint8 images stacked."""
+        if not self.device:
+            return self.finish(images, where)
+        c = self.common_size
+        expected = (c, c, self.source_channels)
+        for img in images:
+            if img.shape != expected or img.dtype != np.uint8:
+                raise ValueError(
+                    f"{where}: an example is {img.dtype} {img.shape} after the host transform; "
+                    f"expected uint8 {expected} to augment on the device (use "
+                    'data.augment_on="host" for sources of float images)'
+                )
+        return np.stack(images)
 
     def finish(self, images: list[np.ndarray], where: str) -> np.ndarray:
         """Stack (B, S, S, C_source) uint8 or [0, 1] floats -> normalised float32 (B, S, S, C)."""
@@ -277,7 +319,7 @@ class _TrainBatches:
             rng = np.random.default_rng([self.seed, _AUG_TAG, q]) if t.random else None
             images.append(t.train(record["image"], rng))
             labels[j] = record["label"]
-        return {"image": t.finish(images, self.source.name), "label": labels}
+        return {"image": t.finish_train(images, self.source.name), "label": labels}
 
 
 class _EvalBatches:
@@ -617,6 +659,12 @@ class Datasets:
       eval: `EvalLoader` (one padded, masked pass per iteration).
       num_classes: number of classes the labels range over.
       image_shape: (H, W, C) of the images the model sees.
+      augment: with ``data.augment_on="device"`` (the default), the
+        `device_augment.AugmentSpec` that turns a training batch's uint8 images,
+        (B, common, common, C_source), into what the model sees: apply
+        ``device_augment.augment_batch(images, key, augment)`` on the device, with a key
+        derived from (seed, step). None with ``"host"``: training batches arrive augmented
+        and normalised, as evaluation batches always do.
       num_train: training examples (after any skipped files).
       num_eval: evaluation examples.
       mean: per-channel mean used for normalisation, [0, 1] units.
@@ -692,7 +740,10 @@ def create_datasets(
     Train transform: decode -> random_resized_crop, or [resize_shorter(eval_resize) | resize to
     image_size if sizes differ] + random rotation/scale (random_rotation, random_scale) +
     random_crop(image_size, random_crop_padding) -> hflip ->
-    float [0, 1] -> pca_lighting -> channel conversion -> normalise. Eval transform:
+    float [0, 1] -> pca_lighting -> channel conversion -> normalise. Where it runs is
+    ``data.augment_on``: "device" (the default) leaves the host only decoding and bringing
+    images to one size (``Datasets.augment`` says what the device does with them); "host"
+    does it all here, per example, in numpy. Eval transform (always on the host):
     resize_shorter(eval_resize) + center_crop(image_size), or a plain resize to image_size if
     eval_resize is 0 and sizes differ -> channel conversion -> normalise.
 
@@ -738,6 +789,8 @@ def create_datasets(
     # Static checks, before any data is touched.
     if cfg["source"] not in SOURCES:
         raise ValueError(f"data.source must be one of {SOURCES}; got {cfg['source']!r}")
+    if cfg["augment_on"] not in AUGMENT_ON:
+        raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}; got {cfg['augment_on']!r}")
     size = _int(cfg, "image_size", 1)
     eval_resize = _int(cfg, "eval_resize", 0)
     padding = _int(cfg, "random_crop_padding", 0)
@@ -810,7 +863,20 @@ def create_datasets(
         if min(std) <= 0:
             raise ValueError(f"data.std must be positive; got {cfg['std']!r}")
 
-    transform = _Transform(cfg, src_c, out_c, mean, std)
+    device = cfg["augment_on"] == "device"
+    transform = _Transform(cfg, src_c, out_c, mean, std, device=device)
+    spec = None
+    if device:
+        from .device_augment import AugmentSpec
+
+        spec = AugmentSpec.from_config(
+            cfg,
+            mean=mean,
+            std=std,
+            source_channels=src_c,
+            channels=out_c,
+            input_hw=(transform.common_size, transform.common_size),
+        )
     train_batches = _TrainBatches(
         train_src, transform, seed=seed, global_batch=batch_size, batch=local, rank=process_index
     )
@@ -832,6 +898,7 @@ def create_datasets(
         eval=evaluation,
         num_classes=num_classes,
         image_shape=(size, size, out_c),
+        augment=spec,
         num_train=len(train_src),
         num_eval=len(eval_src),
         mean=mean,

@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
         "synthetic_examples": 1024,  # size of the "synthetic" source
         "worker_count": 0,  # grain worker processes (0: load in the training process)
         "prefetch": 2,  # batches placed on the devices ahead of the step that uses them
+        "augment_on": "device",  # where the training transforms run: "device" (jit-compiled
+        # into the train step; the host only decodes and resizes to one size) | "host" (per
+        # example in numpy, as jaxcnn.data.augment defines them)
     },
     "optimizer": {
         "learning_rate": 0.1,  # peak learning rate for `batch_size`
@@ -203,6 +206,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "data.synthetic_examples": _int_at_least(1),
     "data.worker_count": _int_at_least(0),
     "data.prefetch": _int_at_least(0),
+    "data.augment_on": (lambda v: v in ("device", "host"), "'device' or 'host'"),
     "optimizer.learning_rate": _finite(lambda v: v > 0, "> 0"),
     "optimizer.momentum": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
     "optimizer.weight_decay": _finite(lambda v: v >= 0, ">= 0"),

@@ -434,6 +434,8 @@ def _run(cfg: dict, workdir: str, t0: float) -> dict[str, Any]:
         aux_loss_weight=c.aux_loss_weight,
         frozen=frozen,
     )
+    if datasets.augment is not None:  # data.augment_on == "device"
+        train_step = augmenting(train_step, datasets.augment, seed=c.seed)
     p_train = par.compile_train_step(train_step)
     p_eval = par.compile_eval_step(steps_lib.eval_step)
 
@@ -618,6 +620,36 @@ def _fine_tuning(c: Any, model: Any, input_shape: tuple[int, ...]) -> tuple[tupl
             input_shape=input_shape,
         )
     return frozen, multipliers
+
+
+# The purpose tag of the device augmentation's keys: fold_in(key(seed), tag), then the step.
+_AUGMENT_TAG = 0x617567
+
+
+def augmenting(train_step: Any, spec: Any, *, seed: int) -> Any:
+    """`train_step` preceded by the device-side augmentation of its batch's uint8 images.
+
+    The key of step t is ``fold_in(fold_in(key(seed), tag), t)``, t read from the state, so a
+    resumed run draws what the uninterrupted one drew; under pmap each device also folds in
+    its index, so devices augment their rows differently.
+
+    Args:
+      train_step: ``(state, batch, rng, *, axis_name) -> (state, metrics)``, as `steps`.
+      spec: the `jaxcnn.data.device_augment.AugmentSpec` of the data (`Datasets.augment`).
+      seed: the run's seed.
+    """
+    from ..data import device_augment
+
+    base = jax.random.fold_in(jax.random.PRNGKey(seed), _AUGMENT_TAG)
+
+    def step(state, batch, rng, *, axis_name=None):
+        key = jax.random.fold_in(base, state.step)
+        if axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+        images = device_augment.augment_batch(batch["image"], key, spec)
+        return train_step(state, {**batch, "image": images}, rng, axis_name=axis_name)
+
+    return step
 
 
 def _floats(d: dict) -> dict:

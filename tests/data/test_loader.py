@@ -16,8 +16,12 @@ AUGMENTED = {"random_crop_padding": 2, "hflip": True}
 
 
 def make(data=None, *, seed=0, batch_size=128, eval_batch_size=100, index=0, count=1):
+    """The loader with the host pipeline (the reference of the device one), unless `data`
+    says otherwise."""
+    if data is None or isinstance(data, dict):
+        data = {"augment_on": "host", **(data or {})}
     return create_datasets(
-        data or {},
+        data,
         seed=seed,
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
@@ -338,3 +342,66 @@ def test_configuration_errors(data, kwargs, match):
 def test_bad_config_type():
     with pytest.raises(TypeError, match="data_cfg must be the `data` config section"):
         create_datasets(3, seed=0, batch_size=8, eval_batch_size=8)
+
+
+# ----------------------------------------------------------------- augment_on="device"
+def test_device_mode_leaves_the_host_only_the_common_size():
+    """The default: training batches are the records' uint8 pixels, in the same order as the
+    host pipeline's, and `Datasets.augment` says what the device does with them."""
+    from jaxcnn.data import device_augment
+
+    ds = make({"augment_on": "device", **AUGMENTED}, batch_size=100)
+    host = make(AUGMENTED, batch_size=100)
+    src = digits("train")
+    batch = ds.train.batch_at(1400)
+    order = host.train._batches.records(np.arange(1400, 1500))
+    assert batch["image"].dtype == np.uint8 and batch["image"].shape == (100, 32, 32, 1)
+    np.testing.assert_array_equal(batch["image"], src.images[order])
+    np.testing.assert_array_equal(batch["label"], host.train.batch_at(1400)["label"])
+    spec = ds.augment
+    assert isinstance(spec, device_augment.AugmentSpec)
+    assert (spec.input_hw, spec.image_size, spec.random_crop_padding, spec.hflip) == (
+        (32, 32),
+        32,
+        2,
+        True,
+    )
+    np.testing.assert_allclose(spec.mean, ds.mean, rtol=1e-6)
+    np.testing.assert_allclose(spec.std, ds.std, rtol=1e-6)
+    assert host.augment is None
+    # Evaluation stays on the host, identical in both modes.
+    assert_batches_equal([ds.eval.batch_at(0)], [host.eval.batch_at(0)])
+    out = device_augment.augment_batch(batch["image"], device_augment_key(), spec)
+    assert out.shape == (100, 32, 32, 1) and out.dtype == np.float32
+
+
+def device_augment_key():
+    import jax
+
+    return jax.random.PRNGKey(0)
+
+
+@pytest.mark.parametrize(
+    "data,common",
+    [
+        ({"image_size": 20, "random_crop_padding": 2}, 20),  # resized to image_size
+        ({"image_size": 24, "eval_resize": 28}, 28),  # the device crops 24 from 28
+        ({"image_size": 24, "random_resized_crop": True}, 24),
+    ],
+)
+def test_device_mode_common_sizes(data, common):
+    ds = make({"augment_on": "device", **data}, batch_size=16, eval_batch_size=16)
+    batch = ds.train.batch_at(0)
+    assert batch["image"].shape == (16, common, common, 1) and batch["image"].dtype == np.uint8
+    assert ds.augment.input_hw == (common, common)
+    size = data["image_size"]
+    assert ds.eval.batch_at(0)["image"].shape == (16, size, size, 1)
+    from jaxcnn.data import device_augment
+
+    out = device_augment.augment_batch(batch["image"], device_augment_key(), ds.augment)
+    assert out.shape == (16, size, size, 1)
+
+
+def test_augment_on_must_be_device_or_host():
+    with pytest.raises(ValueError, match=r"data.augment_on must be one of \('device', 'host'\)"):
+        make({"augment_on": "gpu"})

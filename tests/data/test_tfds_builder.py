@@ -195,8 +195,9 @@ def test_the_loader_yields_the_generated_examples(data_dir):
     assert len(seen) == 100 and set(seen) == set(test)  # one pass over the test split
     train = by_pixels("train")
     batch = ds.train.batch_at(0)
-    assert batch["image"].shape == (30, SIZE, SIZE, 1)
-    for img, label in zip(pixels(batch["image"]), batch["label"], strict=True):
+    # Training batches hold the records' own uint8 pixels: the device augments them.
+    assert batch["image"].shape == (30, SIZE, SIZE, 1) and batch["image"].dtype == np.uint8
+    for img, label in zip(batch["image"][..., 0], batch["label"], strict=True):
         assert train[img.tobytes()] == label
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -91,6 +92,40 @@ def test_run_writes_everything(tmp_path):
     # Re-running the finished run trains nothing and reports the same evaluation.
     again = train_and_evaluate(small_config(), tmp_path)
     assert again["step"] == 66 and again["eval_top1"] == res["eval_top1"]
+
+
+def test_device_augmentation_is_the_train_steps_first_act():
+    """With data.augment_on="device", the step the loop compiles augments the uint8 batch
+    with the key of (seed, step) before anything else, so a resumed run draws the same."""
+    import jax.numpy as jnp
+
+    from jaxcnn.data import device_augment
+    from jaxcnn.training import loop
+
+    spec = device_augment.AugmentSpec(
+        image_size=32, input_hw=(32, 32), source_channels=1, channels=1, mean=(0.3,),
+        std=(0.2,), random_crop_padding=2, random_rotation=15.0, random_scale=0.15,
+    )  # fmt: skip
+
+    def inner(state, batch, rng, *, axis_name=None):
+        return state, {"image": batch["image"]}  # what the training step would see
+
+    step = loop.augmenting(inner, spec, seed=7)
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1), dtype=np.uint8)
+    seen = jax.jit(lambda t, b: step(types.SimpleNamespace(step=t), b, None)[1]["image"])(
+        jnp.asarray(5, jnp.int32), {"image": images, "label": np.arange(8)}
+    )
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(7), loop._AUGMENT_TAG), 5)
+    want = device_augment.augment_batch(images, key, spec)
+    # jit and eager fuse differently: 1e-4 is 0.005 of one uint8 step after normalisation.
+    np.testing.assert_allclose(np.asarray(seen), np.asarray(want), rtol=0, atol=1e-4)
+    other = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(7), loop._AUGMENT_TAG), 6)
+    assert not np.allclose(np.asarray(seen), device_augment.augment_batch(images, other, spec))
+
+
+def test_host_augmentation_still_trains(tmp_path):
+    res = train_and_evaluate(small_config(num_epochs=1.0, **{"data.augment_on": "host"}), tmp_path)
+    assert res["step"] == 22 and res["eval_top1"] > 0.5
 
 
 def test_changed_config_is_refused(tmp_path):
