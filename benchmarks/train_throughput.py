@@ -660,15 +660,85 @@ def _machine_name(r: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- loader
-def loader_rows(args) -> list[dict]:
-    """Examples/s of `jaxcnn.data.create_datasets`' training loader alone (no model).
+LOADER_CLASSES = 10  # classes of the generated image folder (64 images each by default)
 
-    Cases: "digits" (the default job's data section, train/configs/lenet_digits.py);
-    "imagenet_synthetic" (224x224 random uint8 images generated per access, Inception-style
-    random_resized_crop + hflip); "imagenet_jpeg" (the same transforms on 500x375 JPEG files
+
+def default_loader_workers() -> list[int]:
+    """0 (the loop's own process), 1, 2 and one worker per usable core: 0,1,2 on 2 cores."""
+    return sorted({0, 1, 2, common.machine_info()["cpus_usable"] or 1})
+
+
+def _parse_workers(text: str | None) -> list[int]:
+    if text is None:
+        return default_loader_workers()
+    try:
+        workers = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        workers = []
+    if not workers or min(workers) < 0:
+        raise ValueError(
+            f"--loader-workers must be a comma-separated list of counts >= 0, e.g. 0,1,2; "
+            f"got {text!r}"
+        )
+    return list(dict.fromkeys(workers))
+
+
+def _cpu_seconds() -> float | None:
+    """User + system CPU seconds of this process and its live child processes (the loader's
+    workers) so far; None without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:  # a child that ended meanwhile
+            pass
+    return total
+
+
+def loader_augment_modes(text: str | None = None) -> list[str | None]:
+    """Where the training transforms run: the ``data.augment_on`` values to measure (default
+    "host"), or [None] for a loader without that key (which runs them on the host)."""
+    from jaxcnn.data import loader
+
+    known = list(getattr(loader, "AUGMENT_ON", ()))
+    if not known:
+        return [None]
+    if text is None:
+        return ["host"]
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or any(m not in known for m in modes):
+        raise ValueError(f"--loader-augment must be a comma list of {known}; got {text!r}")
+    return modes
+
+
+def loader_rows(args) -> list[dict]:
+    """Images/s of `jaxcnn.data.create_datasets`' training loader alone (no model).
+
+    Cases: "digits" (the default job's data section, train/configs/lenet_digits.py: 32x32
+    grey, rotation/scale/shift augmentation); "imagenet_synthetic" (224x224 random uint8
+    images generated per access, Inception-style random_resized_crop + hflip);
+    "imagenet_jpeg" (the same transforms on photo-like JPEG files around 500x375, quality 90,
+    ``--loader-jpegs`` of them in 10 classes, written by `benchmarks.decoders.write_jpegs` and
     decoded with Pillow from an image folder: what an ImageNet run pays, decode included).
-    Each at every ``--loader-workers`` count.
+    Each at every ``--loader-workers`` count (default: 0, 1, 2 and one per usable core), and
+    for each ``data.augment_on`` of ``--loader-augment`` (default "host"): "host" runs every
+    training transform here, per example; "device" leaves the host only decoding and bringing
+    images to one size, the transforms running later in the compiled step (not timed here).
+
+    Per row: ``--warmup`` batches first, untimed (worker start-up included; its time is
+    ``warmup_s``), then ``--repeats`` timed runs of ``--steps`` batches; images/s is the
+    median over the runs. ``images_per_s_per_core`` divides by the cores doing the work:
+    the loop's own process with 0 workers, else the workers (at most one per usable core).
+    ``images_per_cpu_s`` divides the timed images by the CPU seconds this process and its
+    workers used meanwhile (with psutil): what each core-second buys, which other processes
+    competing for the cores change less than they change images/s.
     """
+    import datetime
     import tempfile
 
     from jaxcnn.data import create_datasets
@@ -683,7 +753,11 @@ def loader_rows(args) -> list[dict]:
         "synthetic_examples": 4096,
         "num_classes": 1000,
     }
-    workers = [int(w) for w in args.loader_workers.split(",") if w.strip()]
+    workers = _parse_workers(args.loader_workers)
+    modes = loader_augment_modes(args.loader_augment)
+    machine = common.machine_info()
+    usable = machine["cpus_usable"] or 1
+    date = datetime.date.today().isoformat()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         jpeg_root = _write_jpeg_folder(Path(tmp), args.loader_jpegs) if args.loader_jpegs else None
@@ -702,75 +776,113 @@ def loader_rows(args) -> list[dict]:
                 "std": (0.229, 0.224, 0.225),
             }
             cases.append(("imagenet_jpeg", jpeg, args.loader_batch))
-        for name, data_cfg, batch in cases:
-            for w in workers:
-                cfg = dict(data_cfg, worker_count=w)
-                ds = create_datasets(
-                    cfg,
-                    seed=0,
-                    batch_size=batch,
-                    eval_batch_size=batch,
-                    process_index=0,
-                    process_count=1,
-                )
-                it = iter(ds.train)
+        runs = [(case, mode, w) for case in cases for mode in modes for w in workers]
+        for (name, data_cfg, batch), mode, w in runs:
+            cfg = dict(data_cfg, worker_count=w)
+            if mode is not None:
+                cfg["augment_on"] = mode
+            ds = create_datasets(
+                cfg,
+                seed=0,
+                batch_size=batch,
+                eval_batch_size=batch,
+                process_index=0,
+                process_count=1,
+            )
+            it = iter(ds.train)
+            t0 = time.perf_counter()
+            for _ in range(args.warmup):
+                next(it)
+            first = time.perf_counter() - t0
+            times = []
+            cpu0 = _cpu_seconds()
+            for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                for _ in range(args.warmup):
+                for _ in range(args.steps):
                     next(it)
-                first = time.perf_counter() - t0
-                times = []
-                for _ in range(args.repeats):
-                    t0 = time.perf_counter()
-                    for _ in range(args.steps):
-                        next(it)
-                    times.append(time.perf_counter() - t0)
-                it.close()
-                st = common.summarize([args.steps * batch / t for t in times])
-                rows.append(
-                    {
-                        "benchmark": "loader",
-                        "case": name,
-                        "worker_count": w,
-                        "batch": batch,
-                        "image_shape": list(ds.image_shape),
-                        "batches_per_repeat": args.steps,
-                        "repeats": args.repeats,
-                        "warmup_s": first,
-                        "examples_per_s": st["median"],
-                        "examples_per_s_min": st["min"],
-                        "examples_per_s_max": st["max"],
-                        **common.machine_info(),
-                    }
-                )
-                print(json.dumps(rows[-1]), flush=True)
+                times.append(time.perf_counter() - t0)
+            cpu1 = _cpu_seconds()
+            it.close()
+            st = common.summarize([args.steps * batch / t for t in times])
+            cores = max(1, min(w, usable))
+            images = args.steps * args.repeats * batch
+            cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+            rows.append(
+                {
+                    "benchmark": "loader",
+                    "case": name,
+                    "augment_on": mode or "host",
+                    "worker_count": w,
+                    "batch": batch,
+                    "image_shape": list(ds.image_shape),
+                    "batches_per_repeat": args.steps,
+                    "repeats": args.repeats,
+                    "batches_measured": args.steps * args.repeats,
+                    "warmup_batches": args.warmup,
+                    "warmup_s": first,
+                    "images_per_s": st["median"],
+                    "images_per_s_min": st["min"],
+                    "images_per_s_max": st["max"],
+                    "cores_used": cores,
+                    "images_per_s_per_core": st["median"] / cores,
+                    "cpu_s": cpu_s,
+                    # CPU times tick in 10 ms: a shorter window gives no usable figure
+                    "images_per_cpu_s": images / cpu_s if cpu_s and cpu_s >= 0.1 else None,
+                    # the same figures under their earlier names
+                    "examples_per_s": st["median"],
+                    "examples_per_s_min": st["min"],
+                    "examples_per_s_max": st["max"],
+                    **({"jpeg_files": args.loader_jpegs} if name == "imagenet_jpeg" else {}),
+                    "date": date,
+                    **common.machine_info(),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
+def format_loader_table(rows: list[dict]) -> str:
+    """Images/s per case (rows) and worker count (columns): median (min-max); per core; per
+    CPU-second of the loader's processes."""
+    workers = sorted({r["worker_count"] for r in rows})
+    by = {((r["case"], r.get("augment_on", "host")), r["worker_count"]): r for r in rows}
+    cases = list(dict.fromkeys((r["case"], r.get("augment_on", "host")) for r in rows))
+    head = " | ".join(f"{w} workers" for w in workers)
+    lines = [
+        f"| case | augment_on | batch | {head} | best vs 0 workers |",
+        "|---|---|---:|" + "---:|" * len(workers) + "---:|",
+    ]
+    for case in cases:
+        cells, base, best = [], None, 0.0
+        for w in workers:
+            r = by.get((case, w))
+            if r is None:
+                cells.append("")
+                continue
+            rate = r["images_per_s"]
+            base = rate if w == 0 else base
+            best = max(best, rate)
+            per_cpu = r.get("images_per_cpu_s")
+            cells.append(
+                f"{rate:,.0f} ({r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}); "
+                f"{r['images_per_s_per_core']:,.0f}/core"
+                + (f"; {per_cpu:,.0f}/CPU-s" if per_cpu else "")
+            )
+        batch = next(by[(case, w)]["batch"] for w in workers if (case, w) in by)
+        gain = f"{best / base:.2f}x" if base else ""
+        lines.append(f"| {case[0]} | {case[1]} | {batch} | " + " | ".join(cells) + f" | {gain} |")
+    return "\n".join(lines)
+
+
 def _write_jpeg_folder(root: Path, n: int) -> Path:
-    """`n` 500x375 JPEGs (quality 90) in root/train/<4 classes>/ and a few in root/test/.
+    """`n` photo-like JPEGs around 500x375 (quality 90) in root/train/<10 classes>/, and one
+    per class in root/test/ (`benchmarks.decoders.write_jpegs`: crops of the sample photos
+    that ship inside scikit-learn and Matplotlib, else synthetic photo-like images)."""
+    from benchmarks.decoders import write_jpegs
 
-    The images are smooth colour gradients with mild noise: closer to photographs in JPEG
-    size and decode cost than pure noise (which compresses badly and decodes slowly).
-    """
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:375, 0:500].astype(np.float32)
-    for split, count in (("train", n), ("test", 8)):
-        for i in range(count):
-            d = root / split / f"class{i % 4}"
-            d.mkdir(parents=True, exist_ok=True)
-            a, b, c = rng.uniform(0.2, 1.0, 3)
-            img = np.stack(
-                [
-                    128 + 100 * np.sin(xx / (40 * a) + yy / (60 * b)),
-                    128 + 100 * np.cos(yy / (50 * c)),
-                    128 + 80 * np.sin((xx + yy) / (70 * a)),
-                ],
-                axis=-1,
-            ) + rng.normal(0, 8, (375, 500, 3))
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(d / f"{i}.jpg", quality=90)
+    classes = max(1, min(LOADER_CLASSES, n))
+    write_jpegs(root / "train", n, classes=classes, seed=0)
+    write_jpegs(root / "test", classes, classes=classes, seed=1)
     return root
 
 
@@ -844,13 +956,24 @@ def _parse(argv):
         help="print images/s ratios B / A of two results files and exit",
     )
     p.add_argument("--loader", action="store_true", help="time the input pipeline alone")
-    p.add_argument("--loader-workers", default="0,2", help="grain worker counts for --loader")
+    p.add_argument(
+        "--loader-workers",
+        default=None,
+        help="comma-separated grain worker counts for --loader (default: 0, 1, 2 and one per "
+        "usable core)",
+    )
+    p.add_argument(
+        "--loader-augment",
+        default=None,
+        help='comma-separated data.augment_on values for --loader ("host", "device"; default '
+        "host: the training transforms on the host)",
+    )
     p.add_argument("--loader-batch", type=int, default=128, help="batch of the 224x224 cases")
     p.add_argument(
         "--loader-jpegs",
         type=int,
-        default=512,
-        help="JPEG files for the imagenet_jpeg case (0: skip it)",
+        default=640,
+        help="JPEG files for the imagenet_jpeg case, in 10 classes (0: skip it)",
     )
     p.add_argument("--worker", default=None, choices=PEERS, help=argparse.SUPPRESS)
     p.add_argument("--spec", default=None, help=argparse.SUPPRESS)
@@ -902,6 +1025,7 @@ def main(argv=None) -> list[dict]:
         return rows
     if args.loader:
         rows = loader_rows(args)
+        print(format_loader_table(rows))
         if args.json:
             common.write_jsonl(args.json, rows, append=True)
         return rows

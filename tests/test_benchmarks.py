@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
+import pytest
 
 from benchmarks import conv_algorithms
 
@@ -22,3 +25,60 @@ def test_conv_algorithms_quick_run(capsys):
             assert r["rel_error"] < 1e-5, (layer, algo, r["rel_error"])
     # The float64 reference must not leave x64 switched on for the rest of the process.
     assert not jax.config.jax_enable_x64
+
+
+def test_decoders_quick_run(tmp_path):
+    """decoders.py generates its JPEGs, times the installed decoders, reports the others as
+    skipped, and appends well-formed rows; Pillow's own rows agree with Pillow exactly."""
+    from benchmarks import decoders
+
+    out = tmp_path / "decoders.jsonl"
+    rows = decoders.main(
+        ["--n", "4", "--repeats", "1", "--only", "pillow,pillow_simd", "--out", str(out)]
+    )
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows
+    measured = {r["task"]: r for r in rows if r["candidate"] == "pillow"}
+    assert set(measured) == {"decode", "decode_resize", "reduced_resize"}
+    for r in measured.values():
+        for key in ("images_per_s", "ms_per_image", "cpu_images_per_s", "versions", "licences",
+                    "installed_mib", "max_abs_diff", "mean_abs_diff", "n_images", "cpu_model",
+                    "date"):  # fmt: skip
+            assert key in r, key
+        assert r["images_per_s"] > 0 and r["n_images"] == 4
+    assert measured["decode"]["identical_to_pillow"] == "4/4"
+    assert measured["decode"]["max_abs_diff"] == 0
+    skipped = [r for r in rows if r.get("skipped")]
+    assert [r["candidate"] for r in skipped] == ["pillow_simd"]
+
+
+def test_decoders_jpeg_set_is_deterministic(tmp_path):
+    from benchmarks import decoders
+
+    a = decoders.write_jpegs(tmp_path / "a", 3, sizes="64x48,48x64", seed=3)
+    b = decoders.write_jpegs(tmp_path / "b", 3, sizes="64x48,48x64", seed=3, classes=2)
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert [decoders.jpeg_size(p.read_bytes()) for p in a] == [(48, 64), (64, 48), (48, 64)]
+    assert sorted(p.parent.name for p in b) == ["class0", "class0", "class1"]
+
+
+def test_loader_table_one_worker_count(capsys):
+    """--loader --loader-workers 0: one row per source, images/s and per-core figures, and
+    the readable table."""
+    from benchmarks import train_throughput
+
+    rows = train_throughput.main(
+        ["--loader", "--loader-workers", "0", "--loader-jpegs", "4", "--loader-batch", "2",
+         "--steps", "1", "--repeats", "1", "--warmup", "1"]
+    )  # fmt: skip
+    assert [(r["case"], r["worker_count"]) for r in rows] == [
+        ("digits", 0),
+        ("imagenet_synthetic", 0),
+        ("imagenet_jpeg", 0),
+    ]
+    for r in rows:
+        assert r["images_per_s"] > 0 and r["images_per_s_per_core"] == r["images_per_s"]
+        assert r["batches_measured"] == 1 and r["cores_used"] == 1
+    assert "| imagenet_jpeg |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--loader-workers"):
+        train_throughput.main(["--loader", "--loader-workers", "x"])
+    assert train_throughput.default_loader_workers()[:3] == [0, 1, 2]
