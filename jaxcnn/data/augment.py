@@ -50,6 +50,7 @@ __all__ = [
     "random_resized_crop_params",
     "resize",
     "resize_shorter",
+    "resized_crop_fallback",
     "to_float",
 ]
 
@@ -434,6 +435,14 @@ def random_resized_crop_params(
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
             return top, left, h, w
+    return resized_crop_fallback(height, width, ratio)
+
+
+def resized_crop_fallback(
+    height: int, width: int, ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """torchvision's box when none of the 10 tries fits: the whole image clamped to the
+    ratio range, centred. Returns (top, left, h, w)."""
     in_ratio = width / height
     if in_ratio < ratio[0]:
         w = width

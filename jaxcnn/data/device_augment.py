@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import augment
 from .augment import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, LUMA_WEIGHTS
 
 __all__ = [
@@ -190,20 +191,6 @@ def _shorter_side_hw(hw: tuple[int, int], size: int) -> tuple[int, int]:
     """`augment.resize_shorter`'s output size: the longer side truncated, as torchvision."""
     h, w = hw
     return (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
-
-
-def _rrc_fallback(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, ...]:
-    """torchvision's box when no try fits: the whole image clamped to the ratio range."""
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w = width
-        h = round(w / ratio[0])
-    elif in_ratio > ratio[1]:
-        h = height
-        w = round(h * ratio[1])
-    else:
-        h, w = height, width
-    return (height - h) // 2, (width - w) // 2, h, w
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -362,7 +349,7 @@ def _rrc_boxes(key, batch, height, width, scale, ratio):
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
     first = jnp.argmax(fits, axis=1)[:, None]  # the first try that fits (0 if none does)
     found = jnp.any(fits, axis=1)
-    fb_top, fb_left, fb_h, fb_w = _rrc_fallback(height, width, ratio)
+    fb_top, fb_left, fb_h, fb_w = augment.resized_crop_fallback(height, width, ratio)
     h = jnp.where(found, jnp.take_along_axis(h, first, axis=1)[:, 0], fb_h)
     w = jnp.where(found, jnp.take_along_axis(w, first, axis=1)[:, 0], fb_w)
     top = jax.random.randint(k_top, (batch,), 0, height - h + 1)
