@@ -10,8 +10,9 @@ Runs `train_and_evaluate(small fault-test config + OVERRIDES, WORKDIR)` the way
   training starts (the first checkpoint save), before or after it is carried out. The
   background commit thread counts too, so kills land inside orbax's writes, the commit
   record, the copy to ``best/`` and the removal of old checkpoints.
-* ``{"kill_in": name, "step": s}``: SIGKILL on entering ``Checkpoints.<name>(s, ...)`` (e.g.
-  "_publish_best": checkpoint s is committed, not yet published as the best).
+* ``{"kill_in": name, "min_step": s}``: SIGKILL on the first entry into
+  ``Checkpoints.<name>(step, ...)`` with step >= s (e.g. "_publish_best": that checkpoint
+  is committed, not yet published as the best).
 * ``{"signal_at_step": s, "signal": "SIGTERM" | "SIGKILL" | "SIGSTOP"}``: send the signal
   to this process right after the first metrics row at or past step s is written (between
   checkpoints, or before the first one); SIGSTOP holds the run, alive, with its lock.
@@ -158,7 +159,7 @@ def main() -> int:
         original_method = getattr(checkpoint.Checkpoints, fault["kill_in"])
 
         def method(self, step, *args, **kwargs):
-            if step == fault["step"]:
+            if step >= fault["min_step"]:
                 os.kill(os.getpid(), signal.SIGKILL)
             return original_method(self, step, *args, **kwargs)
 
