@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import augment
-from .augment import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, LUMA_WEIGHTS
+from .augment import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, LUMA_WEIGHTS, _pair
 
 __all__ = [
     "AugmentSpec",
@@ -158,18 +158,6 @@ def _is_int(value) -> bool:
 
 def _is_real(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _pair(size, name: str) -> tuple[int, int]:
-    if _is_int(size):
-        pair = (int(size), int(size))
-    elif isinstance(size, Sequence) and len(size) == 2 and all(_is_int(s) for s in size):
-        pair = (int(size[0]), int(size[1]))
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints (h, w); got {size!r}")
-    if pair[0] < 1 or pair[1] < 1:
-        raise ValueError(f"{name} must be positive; got {size!r}")
-    return pair
 
 
 def _batch(batch) -> int:
