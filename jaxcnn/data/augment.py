@@ -483,6 +483,93 @@ def random_resized_crop(
 # ----------------------------------------------------------------------------- colour
 
 
+# torchvision's rgb_to_grayscale weights, which ColorJitter's contrast and saturation use.
+JITTER_GREY = np.array([0.2989, 0.587, 0.114], np.float32)
+
+
+def adjust_colors(
+    img: np.ndarray,
+    brightness: float | None = None,
+    contrast: float | None = None,
+    saturation: float | None = None,
+    order: Sequence[int] = (0, 1, 2),
+) -> np.ndarray:
+    """torchvision's brightness/contrast/saturation adjustments with given factors, in order.
+
+    Each is a blend ``clip(f * x + (1 - f) * g, 0, 1)`` with g = 0 (brightness, index 0), the
+    mean grey level (contrast, 1) or the grey image (saturation, 2), as ``F.adjust_*`` do on
+    float tensors; saturation leaves a grey image unchanged and contrast uses its own mean.
+
+    Args:
+      img: (H, W, C) float in [0, 1], C in {1, 3}.
+      brightness, contrast, saturation: factors >= 0, or None to leave that one out.
+      order: a permutation of (0, 1, 2): the order the enabled adjustments run in.
+
+    Returns:
+      (H, W, C) float32 in [0, 1].
+    """
+    img = _check_image(img)
+    if img.dtype == np.uint8:
+        raise TypeError("adjust_colors needs a float image in [0, 1]; got uint8 (use to_float)")
+    if img.shape[2] not in (1, 3):
+        raise ValueError(f"adjust_colors needs 1 or 3 channels; got shape {img.shape}")
+    if sorted(int(i) for i in order) != [0, 1, 2]:
+        raise ValueError(f"order must be a permutation of (0, 1, 2); got {tuple(order)!r}")
+    x = img.astype(np.float32)
+    factors = (brightness, contrast, saturation)
+    for i in order:
+        f = factors[int(i)]
+        if f is None:
+            continue
+        if f < 0 or not math.isfinite(f):
+            name = ("brightness", "contrast", "saturation")[int(i)]
+            raise ValueError(f"{name} factor must be a finite number >= 0; got {f!r}")
+        f = np.float32(f)
+        if i == 0:
+            g = np.float32(0.0)
+        elif x.shape[2] == 1:
+            if i == 2:
+                continue  # a grey image has no saturation to change
+            g = x.mean(dtype=np.float32)
+        else:
+            grey = x @ JITTER_GREY
+            g = grey.mean(dtype=np.float32) if i == 1 else grey[..., None]
+        x = np.clip(f * x + (np.float32(1.0) - f) * g, 0.0, 1.0).astype(np.float32)
+    return x
+
+
+def color_jitter(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    saturation: float = 0.0,
+) -> np.ndarray:
+    """torchvision's ``ColorJitter(brightness, contrast, saturation)`` on a float image.
+
+    Each strength s > 0 draws its factor uniformly from [max(0, 1 - s), 1 + s] (in the order
+    brightness, contrast, saturation), then a random order of the three adjustments is drawn
+    (`rng.permutation(3)`) and `adjust_colors` applies them; a strength of 0 leaves that
+    adjustment out.
+
+    Args:
+      img: (H, W, C) float in [0, 1], C in {1, 3}.
+      rng: the generator to draw from.
+      brightness, contrast, saturation: strengths >= 0.
+
+    Returns:
+      (H, W, C) float32 in [0, 1].
+    """
+    rng = _check_rng(rng)
+    factors = []
+    for name, s in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not (0 <= s < math.inf):
+            raise ValueError(f"{name} must be a finite number >= 0; got {s!r}")
+        factors.append(float(rng.uniform(max(0.0, 1.0 - s), 1.0 + s)) if s else None)
+    order = rng.permutation(3)
+    return adjust_colors(img, *factors, order=order)
+
+
 def pca_lighting(img: np.ndarray, rng: np.random.Generator, alphastd: float = 0.1) -> np.ndarray:
     """AlexNet's PCA colour augmentation: add ``EIGVEC @ (alpha * EIGVAL)`` to every pixel.
 

@@ -868,9 +868,8 @@ class AugmentSpec:
     ) -> AugmentSpec:
         """The spec of a `data` config section (ConfigDict, mapping or attribute object).
 
-        Missing keys take their defaults (`jaxcnn.data.DATA_DEFAULTS`); an optional
-        ``color_jitter`` key (a number or a (brightness, contrast, saturation) triple) is
-        read if present.
+        Missing keys take their defaults (`jaxcnn.data.DATA_DEFAULTS`); ``color_jitter`` is a
+        (brightness, contrast, saturation) triple or one number for all three.
 
         Args:
           data_cfg: the `data` section of the training config.
@@ -896,11 +895,11 @@ class AugmentSpec:
                 f"data_cfg must be the `data` config section (a ConfigDict, mapping or object "
                 f"with attributes); got {type(data_cfg).__name__}"
             )
-        known = {*DATA_DEFAULTS, "color_jitter"}
+        known = set(DATA_DEFAULTS)
         unknown = sorted(set(given) - known)
         if unknown:
             raise ValueError(f"data_cfg has unknown keys {unknown}; known keys: {sorted(known)}")
-        cfg: dict[str, Any] = {**DATA_DEFAULTS, "color_jitter": 0.0, **given}
+        cfg: dict[str, Any] = {**DATA_DEFAULTS, **given}
         return cls(
             image_size=cfg["image_size"],
             input_hw=tuple(input_hw),

@@ -55,6 +55,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "random_resized_crop": False,
     "hflip": False,
     "pca_lighting": 0.0,
+    "color_jitter": (0.0, 0.0, 0.0),
     "mean": None,
     "std": None,
     "num_classes": 0,
@@ -97,6 +98,23 @@ def _config_dict(data_cfg) -> dict[str, Any]:
             f"data_cfg has unknown keys {unknown}; known keys: {sorted(DATA_DEFAULTS)}"
         )
     return {**DATA_DEFAULTS, **given}
+
+
+def _jitter(value) -> tuple[float, float, float]:
+    """data.color_jitter as (brightness, contrast, saturation); one number stands for all three."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value, value, value)
+    ok = isinstance(value, (list, tuple)) and len(value) == 3
+    ok = ok and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")
+        for v in value
+    )
+    if not ok:
+        raise ValueError(
+            "data.color_jitter must be (brightness, contrast, saturation), three finite numbers "
+            f">= 0 (or one number for all three); got {value!r}"
+        )
+    return tuple(float(v) for v in value)
 
 
 def _int(cfg: dict, key: str, minimum: int) -> int:
@@ -161,6 +179,7 @@ class _Transform:
         self.rrc = bool(cfg["random_resized_crop"])
         self.flip = bool(cfg["hflip"])
         self.pca = float(cfg["pca_lighting"])
+        self.jitter = _jitter(cfg["color_jitter"])
         self.source_channels = source_channels
         self.channels = channels
         self.mean = np.asarray(mean, np.float32)
@@ -168,6 +187,7 @@ class _Transform:
         # Whether training may draw random numbers (a crop from a resize_shorter result is
         # random unless the image is square); if not, no generator is built per example.
         self.random = self.rrc or self.flip or self.pca > 0 or self.padding > 0
+        self.random = self.random or any(self.jitter)
         self.random = self.random or self.rotation > 0 or self.scale > 0
         self.random = (self.random or self.eval_resize > 0) and not self.device
 
@@ -205,8 +225,12 @@ class _Transform:
                 img = augment.random_crop(img, s, self.padding, rng)
         if self.flip:
             img = augment.hflip(img, rng)
+        if any(self.jitter) or self.pca:
+            img = augment.to_float(img)
+        if any(self.jitter):
+            img = augment.color_jitter(img, rng, *self.jitter)
         if self.pca:
-            img = augment.pca_lighting(augment.to_float(img), rng, self.pca)
+            img = augment.pca_lighting(img, rng, self.pca)
         return img
 
     def eval(self, img: np.ndarray) -> np.ndarray:
@@ -739,10 +763,10 @@ def create_datasets(
 
     Train transform: decode -> random_resized_crop, or [resize_shorter(eval_resize) | resize to
     image_size if sizes differ] + random rotation/scale (random_rotation, random_scale) +
-    random_crop(image_size, random_crop_padding) -> hflip ->
-    float [0, 1] -> pca_lighting -> channel conversion -> normalise. Where it runs is
-    ``data.augment_on``: "device" (the default) leaves the host only decoding and bringing
-    images to one size (``Datasets.augment`` says what the device does with them); "host"
+    random_crop(image_size, random_crop_padding) -> hflip -> float [0, 1] -> color_jitter ->
+    pca_lighting -> channel conversion -> normalise. Where it runs is ``data.augment_on``:
+    "device" (the default) leaves the host only decoding and bringing images to one size
+    (``Datasets.augment`` says what the device does with them); "host"
     does it all here, per example, in numpy. Eval transform (always on the host):
     resize_shorter(eval_resize) + center_crop(image_size), or a plain resize to image_size if
     eval_resize is 0 and sizes differ -> channel conversion -> normalise.
@@ -791,6 +815,7 @@ def create_datasets(
         raise ValueError(f"data.source must be one of {SOURCES}; got {cfg['source']!r}")
     if cfg["augment_on"] not in AUGMENT_ON:
         raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}; got {cfg['augment_on']!r}")
+    _jitter(cfg["color_jitter"])
     size = _int(cfg, "image_size", 1)
     eval_resize = _int(cfg, "eval_resize", 0)
     padding = _int(cfg, "random_crop_padding", 0)
@@ -834,6 +859,10 @@ def create_datasets(
     out_c = channels or src_c
     if out_c != src_c and src_c not in (1, 3):
         raise ValueError(f"data.channels={channels} needs a 1- or 3-channel source; got {src_c}")
+    if any(_jitter(cfg["color_jitter"])) and src_c not in (1, 3):
+        raise ValueError(
+            f"data.color_jitter needs 1- or 3-channel images; {train_src.name} has {src_c}"
+        )
     if pca and src_c != 3:
         raise ValueError(
             f"data.pca_lighting needs RGB images; {train_src.name} has {src_c} channel(s)"

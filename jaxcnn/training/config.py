@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
         "random_resized_crop": False,  # Inception-style scale (0.08, 1) and aspect (3/4, 4/3)
         "hflip": False,  # random horizontal flips
         "pca_lighting": 0.0,  # AlexNet's PCA colour noise, std of the alphas (0.1 in 2012)
+        "color_jitter": (0.0, 0.0, 0.0),  # ColorJitter (brightness, contrast, saturation)
         "mean": None,  # per-channel mean in [0, 1] units; None: the data set's own
         "std": None,  # per-channel std; None: the data set's own
         "num_classes": 0,  # 0: from the data source
@@ -202,6 +203,14 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "data.random_rotation": (lambda v: _is_real(v) and 0 <= v <= 180, "degrees in [0, 180]"),
     "data.random_scale": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
     "data.pca_lighting": _finite(lambda v: v >= 0, ">= 0"),
+    "data.color_jitter": (
+        lambda v: (
+            isinstance(v, (list, tuple))
+            and len(v) == 3
+            and all(_is_real(x) and math.isfinite(x) and x >= 0 for x in v)
+        ),
+        "(brightness, contrast, saturation): three finite numbers >= 0",
+    ),
     "data.num_classes": _int_at_least(0),
     "data.synthetic_examples": _int_at_least(1),
     "data.worker_count": _int_at_least(0),

@@ -82,6 +82,12 @@ def _host_train(images, params, spec):
                 img = A._crop_with_zeros(img, int(p["top"][b]), int(p["left"][b]), s, s)
         if spec.hflip and p["flip"][b]:
             img = img[:, ::-1]
+        if any(spec.color_jitter):
+            factors = [
+                float(p[name][b]) if name in p else None
+                for name in ("brightness", "contrast", "saturation")
+            ]
+            img = A.adjust_colors(A.to_float(img), *factors, order=p["jitter_order"][b])
         if spec.pca_lighting:
             img = A.to_float(img) + _pca_offset(p["alpha"][b])
         out.append(img)
@@ -394,6 +400,16 @@ def test_pipeline_crop_and_flip_equals_host_bitwise(eager):
         (dict(eval_resize=36, hflip=True), (40, 50), 3, 3, 1),  # resize_shorter + crop
         (dict(random_resized_crop=True, hflip=True, pca_lighting=0.1), (40, 48), 3, 3, 1),
         (dict(random_resized_crop=True), (40, 48), 3, 1, 1),
+        # The resample's difference of up to 1 (the host rounds, the device does not), then
+        # scaled by jitter factors of up to 1.4 in each of three steps: within 1.4 ** 3 < 3.
+        (
+            dict(random_resized_crop=True, hflip=True, color_jitter=(0.4, 0.4, 0.4)),
+            (40, 48),
+            3,
+            3,
+            3,
+        ),
+        (dict(random_crop_padding=2, color_jitter=(0.3, 0.0, 0.5)), (32, 32), 1, 1, 0),
     ],
 )
 def test_pipeline_matches_host_given_the_same_params(kw, input_hw, source, channels, tol):
