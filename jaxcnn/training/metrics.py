@@ -20,8 +20,9 @@ back into floats. Every line stays valid JSON for any parser.
 `Progress` is the tqdm bar on stderr. Both classes take ``enabled=False`` on the processes
 that should stay quiet (every process but the first in multi-process training).
 
-tqdm, tensorboardX and matplotlib are imported inside the methods that use them, so
-importing this module costs nothing.
+tqdm and matplotlib are imported inside the methods that use them, so importing this module
+costs nothing; the event files are written by `jaxcnn.training.events` (standard library
+only).
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ class MetricWriter:
         self._tensorboard = bool(tensorboard)
         self._plot = bool(plot)
         self._file = None  # metrics.jsonl, opened for appending on the first write
-        self._summary_writer = None  # tensorboardX.SummaryWriter, created on the first write
-        self._purge_step: int | None = None  # set by truncate_after for the next SummaryWriter
+        self._summary_writer = None  # events.EventFileWriter, created on the first write
+        self._purge_step: int | None = None  # set by truncate_after for the next event file
         if self.enabled:
             os.makedirs(self.workdir, exist_ok=True)
 
@@ -207,9 +208,7 @@ class MetricWriter:
         os.fsync(f.fileno())
 
         if self._tensorboard:
-            writer = self._get_summary_writer()
-            for key, value in values.items():
-                writer.add_scalar(key, value, global_step=step)
+            self._get_summary_writer().add_scalars(step, values)
 
     def flush(self) -> None:
         """Flush TensorBoard's buffered events (metrics.jsonl is already flushed per row)."""
@@ -347,10 +346,11 @@ class MetricWriter:
 
     def _get_summary_writer(self):
         if self._summary_writer is None:
-            from tensorboardX import SummaryWriter
+            from .events import EventFileWriter
 
-            kwargs = {} if self._purge_step is None else {"purge_step": self._purge_step}
-            self._summary_writer = SummaryWriter(logdir=self.tensorboard_dir, **kwargs)
+            self._summary_writer = EventFileWriter(
+                self.tensorboard_dir, purge_step=self._purge_step
+            )
             self._purge_step = None  # the purge marker is written once, by this event file
         return self._summary_writer
 
