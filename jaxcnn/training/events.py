@@ -147,7 +147,7 @@ class EventFileWriter:
             f"{EventFileWriter._count}"
         )
         self.path = os.path.join(logdir, name)
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        self._file = open(self.path, "wb")  # closed by close()
         self._flush_every_s = flush_every_s
         self._last_flush = now
         self._file.write(record(event(0, wall_time=now, file_version=FILE_VERSION)))
