@@ -199,6 +199,28 @@ def _channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple, tuple]
 # ----------------------------------------------------------------------------- digits
 
 
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits as `load_digits()` gives them: (1797, 8, 8) float64 images, labels.
+
+    Read straight from the CSV file scikit-learn ships (what `load_digits` parses), found
+    without importing scikit-learn, whose import takes most of a second; if the file is not
+    where scikit-learn keeps it, `load_digits` itself.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            data = np.loadtxt(path, delimiter=",")
+            if data.shape == (1797, 65):
+                return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images, bunch.target
+
+
 @functools.lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All 1,797 digits at 32x32 (uint8 (N, 32, 32, 1)), their labels, and the test mask.
@@ -207,14 +229,14 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     result does not depend on Pillow's fixed-point arithmetic): values / 16 in [0, 1],
     resized, then * 255 and rounded.
     """
-    from sklearn.datasets import load_digits
+    from .augment import _resize_weights
 
-    from .augment import _resize_numpy
-
-    bunch = load_digits()
-    small = bunch.images.astype(np.float64) / 16.0  # (N, 8, 8) in [0, 1]
-    labels = bunch.target.astype(np.int64)
-    big = np.stack([_resize_numpy(im[:, :, None], 32, 32) for im in small])
+    raw_images, raw_labels = _sklearn_digits()
+    small = raw_images.astype(np.float64) / 16.0  # (N, 8, 8) in [0, 1]
+    labels = raw_labels.astype(np.int64)
+    # augment._resize_numpy's two contractions, batched (the same sums in the same order).
+    wh, ww = _resize_weights(8, 32), _resize_weights(8, 32)
+    big = np.einsum("pw,nowc->nopc", ww, np.einsum("oh,nhwc->nowc", wh, small[..., None]))
     images = np.clip(np.rint(big * 255.0), 0, 255).astype(np.uint8)
     # The split: per class, in class order, a permutation from one PCG64(0) generator;
     # the first round(20%) of each class is the test split.

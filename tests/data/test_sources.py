@@ -56,6 +56,31 @@ def test_digits_pixels_are_bilinear_upsamples_of_sklearn(torch):
     assert ours.max() == 255 and ours.min() == 0
 
 
+def test_digits_are_read_as_sklearn_loads_them_with_or_without_its_file(monkeypatch):
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images, labels = sources._sklearn_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+    # Where scikit-learn's data file cannot be found, load_digits itself is used.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    images, labels = sources._sklearn_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+
+
+def test_digits_upsampling_equals_the_per_image_numpy_resize():
+    from jaxcnn.data.augment import _resize_numpy
+
+    raw, _ = sources._sklearn_digits()
+    big = np.stack([_resize_numpy(im[:, :, None] / 16.0, 32, 32) for im in raw[::7]])
+    expected = np.clip(np.rint(big * 255.0), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(sources._digits_arrays()[0][::7], expected)
+
+
 def test_digits_normalisation_constants_are_the_train_split_statistics():
     x = digits("train").images.astype(np.float64) / 255.0
     np.testing.assert_allclose(sources.DIGITS_MEAN, [x.mean()], rtol=1e-8)
