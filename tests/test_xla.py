@@ -61,6 +61,47 @@ def test_an_option_this_jaxlib_rejects_is_dropped_with_a_warning(monkeypatch):
     assert opts == {YNN: ""}
 
 
+OPT_LEVEL = "xla_backend_optimization_level"
+
+
+def test_run_once_options_add_a_lower_optimisation_level_on_cpu_only(monkeypatch):
+    assert xla.run_once_compiler_options("cpu") == {YNN: "", OPT_LEVEL: "1"}
+    assert xla.run_once_compiler_options("cuda") == {}
+    monkeypatch.setenv("XLA_FLAGS", f"--{OPT_LEVEL}=3")
+    assert xla.run_once_compiler_options("cpu") == {YNN: ""}
+    monkeypatch.setenv(xla.ENV_SWITCH, "0")
+    assert xla.run_once_compiler_options("cpu") == {}
+
+
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("lenet5", (32, 32, 1)),
+        ("resnet18", (40, 40, 3)),
+        pytest.param("googlenet", (64, 64, 3), marks=pytest.mark.slow),
+    ],
+)
+def test_initialisation_under_run_once_options_is_bit_identical(name, shape):
+    """The parameters a run starts from do not depend on how fast their program compiled:
+    equal to XLA's defaults and to eager `model.init`, to the bit."""
+    model = jaxcnn.create_model(name, num_classes=10)
+    x = jnp.zeros((1, *shape))
+    key = jax.random.fold_in(jax.random.PRNGKey(3), 0)
+
+    def init(k):
+        return model.init(k, x, train=False)
+
+    fast = jax.jit(init, compiler_options=xla.run_once_compiler_options("cpu"))(key)
+    default = jax.jit(init)(key)
+    leaves = jax.tree.leaves(fast)
+    assert len(leaves) == len(jax.tree.leaves(default)) > 0
+    for a, b in zip(leaves, jax.tree.leaves(default), strict=True):
+        np.testing.assert_array_equal(a, b)
+    if name == "lenet5":  # eager: one kernel per operation, no fusion at all
+        for a, b in zip(leaves, jax.tree.leaves(init(key)), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_engine_compiles_with_them_and_results_match_xla_defaults(monkeypatch):
     # The option changes which kernels run, not what is computed: training steps of LeNet-5
     # (convolutions, pools, dense layers, tanh: smooth, so rounding differences stay rounding

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import models
-from ..xla import compilation_cache
+from ..xla import compilation_cache, run_once_compiler_options
 from . import steps as steps_lib
 from .checkpoint import (
     CheckpointError,
@@ -370,9 +370,10 @@ def _run(cfg: dict, workdir: str, t0: float) -> dict[str, Any]:
         c.optimizer, c.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps
     )
     input_shape = tuple(datasets.image_shape)
-    init_vars = jax.jit(lambda k: model.init(k, jnp.zeros((1, *input_shape)), train=False))(
-        jax.random.fold_in(jax.random.PRNGKey(c.seed), 0)
-    )
+    init_vars = jax.jit(
+        lambda k: model.init(k, jnp.zeros((1, *input_shape)), train=False),
+        compiler_options=run_once_compiler_options(),
+    )(jax.random.fold_in(jax.random.PRNGKey(c.seed), 0))
     ckpts = Checkpoints(
         workdir, keep=c.keep_checkpoints, keep_best=c.keep_best, async_save=c.async_checkpointing
     )

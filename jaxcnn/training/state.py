@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from ..xla import run_once_compiler_options
+
 
 @struct.dataclass
 class TrainState:
@@ -94,7 +96,10 @@ def create_train_state(
 
     # One compiled program builds the whole state: run eagerly, the optimizer's per-leaf
     # zeros would each compile a kernel (on a GPU, ~0.1 s for every distinct shape).
+    # It runs once: compiled for speed of compilation (the same values, `xla.py`).
+    options = run_once_compiler_options()
     if variables is None:
         x = jnp.zeros((1, *input_shape), jnp.float32)
-        return jax.jit(lambda k: build(model.init(k, x, train=False)))(jax.random.fold_in(base, 0))
-    return jax.jit(build)(variables)
+        init = jax.jit(lambda k: build(model.init(k, x, train=False)), compiler_options=options)
+        return init(jax.random.fold_in(base, 0))
+    return jax.jit(build, compiler_options=options)(variables)
