@@ -482,7 +482,9 @@ def _run(cfg: dict, workdir: str, t0: float) -> dict[str, Any]:
     data_state = train_iter.get_state()
     pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked/logged
     t_log, imgs_per_s = time.time(), []
-    t_plot = -math.inf  # the first evaluation draws the curves at once
+    # The curves are redrawn at an evaluation PLOT_EVERY_S after the last drawing (or the
+    # start), and at the end: a run shorter than that draws them once.
+    t_plot = time.time()
     step = start
 
     def check_finite() -> None:
