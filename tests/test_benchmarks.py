@@ -82,3 +82,17 @@ def test_loader_table_one_worker_count(capsys):
     with pytest.raises(ValueError, match="--loader-workers"):
         train_throughput.main(["--loader", "--loader-workers", "x"])
     assert train_throughput.default_loader_workers()[:3] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_default_job_benchmark_times_a_cold_run_and_holds_it_to_the_bar(tmp_path, capsys):
+    from benchmarks import default_job
+
+    out = tmp_path / "rows.jsonl"
+    # 30 steps: a real cold run of the job, far too short to reach the accuracy bar.
+    code = default_job.main(["--runs", "1", "--json", str(out), "--", "--config.num_steps=30"])
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["benchmark"] == "default_job" and row["augment_on"] == "device"
+    assert row["wall_s"] > row["job_s"] > 0 and row["total"] == 359
+    assert 0 <= row["correct"] <= 359 and row["accuracy"] < default_job.ACCURACY_BAR
+    assert code == 1 and "below the 98.5% bar" in capsys.readouterr().err
