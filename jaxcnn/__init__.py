@@ -9,6 +9,7 @@ from .analysis import summary
 from .models import create_model, list_models
 from .xla import compiler_options, enable_compilation_cache
 
+# The one place the version is written: pyproject.toml reads it (statically, without importing).
 __version__ = "0.1.0"
 
 __all__ = [
