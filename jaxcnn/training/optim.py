@@ -11,7 +11,7 @@ For fine-tuning, `make_optimizer` also freezes layers (`optax.multi_transform` w
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 import jax
@@ -235,7 +235,3 @@ class Plateau:
                 s["scale"] = max(s["scale"] * self.gamma, self.min_scale)
                 s["bad"] = 0
         return s["scale"]
-
-
-def current_learning_rate(schedule: Callable, step: int, lr_scale: float) -> float:
-    return float(schedule(step)) * float(lr_scale)

@@ -207,11 +207,3 @@ class DataParallel:
             return jax.tree.map(lambda x: np.asarray(jax.device_get(x[0])), tree)
         # Replicated arrays of a multi-process mesh are not fully addressable: read the local copy.
         return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
-
-
-def zeros_like_batch(image_shape: tuple[int, ...], batch: int) -> dict[str, jax.Array]:
-    """A dummy training batch (for compiling ahead of data, or throughput benchmarks)."""
-    return {
-        "image": jnp.zeros((batch, *image_shape), jnp.float32),
-        "label": jnp.zeros((batch,), jnp.int32),
-    }
