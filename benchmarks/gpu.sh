@@ -2,7 +2,9 @@
 # Every GPU row of the training benchmark in one run: ResNet-50 against plain Flax, torch eager
 # and torch.compile; AlexNet, VGG-16 and GoogLeNet against torch eager and torch.compile. All
 # bfloat16 compute, batch 256, synthetic 224x224 data already on the device, each peer in its
-# own process (benchmarks/train_throughput.py). About 8 minutes on one H100/H200.
+# own process (benchmarks/train_throughput.py); then ResNet-50 from JPEG files against the
+# same step on device-resident data (benchmarks/input_bound.py). About 8 minutes for the
+# first part on one H100/H200; the second is not measured yet.
 #
 #   bash benchmarks/gpu.sh                      # appends to benchmarks/results/train_throughput_gpu.jsonl
 #   OUT_FILE=/tmp/rows.jsonl bash benchmarks/gpu.sh
@@ -38,5 +40,18 @@ for model in resnet50 alexnet vgg16 googlenet; do
   python benchmarks/train_throughput.py --model "$model" --peers "$peers" "${common[@]}" \
     --compile-timeout "${compile_timeout[$model]}" --json "$OUT_FILE" | grep -v '^{' || status=1
 done
+# Is training from JPEG files input-bound? The engine on JPEG files with one grain worker per
+# core against the same step on a batch already on the device (benchmarks/input_bound.py;
+# its CPU form is tested on its own).
+if [[ "${SMALL:-0}" != 1 ]]; then
+  if (( SECONDS > BUDGET_S )); then
+    echo "# input_bound: skipped, the time budget (BUDGET_S=$BUDGET_S s) was spent" >&2
+    status=1
+  else
+    echo "# input_bound (${SECONDS} s into the run)"
+    python benchmarks/input_bound.py --device gpu \
+      --json "$(dirname "$OUT_FILE")/input_bound_gpu.jsonl" || status=1
+  fi
+fi
 echo "# done in ${SECONDS} s; rows appended to $OUT_FILE"
 exit $status

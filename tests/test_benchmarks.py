@@ -96,3 +96,18 @@ def test_default_job_benchmark_times_a_cold_run_and_holds_it_to_the_bar(tmp_path
     assert row["wall_s"] > row["job_s"] > 0 and row["total"] == 359
     assert 0 <= row["correct"] <= 359 and row["accuracy"] < default_job.ACCURACY_BAR
     assert code == 1 and "below the 98.5% bar" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_input_bound_small_form_measures_jpeg_against_the_device_step(tmp_path):
+    from benchmarks import input_bound
+
+    out = tmp_path / "rows.jsonl"
+    assert input_bound.main(["--small", "--json", str(out)]) == 0
+    device, jpeg = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (device["data"], jpeg["data"]) == ("device", "jpeg")
+    assert device["model"] == jpeg["model"] == "resnet18" and jpeg["workers"] == 1
+    for row in (device, jpeg):
+        assert row["images_per_s_min"] <= row["images_per_s"] <= row["images_per_s_max"]
+        assert row["images_per_s"] > 0 and row["intervals"] == 2
+    assert jpeg["ratio_to_device"] == pytest.approx(jpeg["images_per_s"] / device["images_per_s"])
