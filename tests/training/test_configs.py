@@ -29,7 +29,7 @@ CONFIG_FILES = sorted(
     if not os.path.basename(p).startswith("_")
 )
 NAMES = [os.path.splitext(os.path.basename(p))[0] for p in CONFIG_FILES]
-# The recipes this project promises (others, like the default lenet_digits, may be added).
+# The recipes that must exist (others, like the default lenet_digits, may be added).
 RECIPES = [
     "alexnet_imagenet",
     "googlenet_imagenet",

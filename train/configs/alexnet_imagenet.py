@@ -32,8 +32,8 @@ gives 56.522% top-1 and 79.066% top-5 (single 224 crop) for its recipe; the PCA 
 added here is a departure from it, which the paper credits with reducing top-1 error by over
 1%. The paper's own network (`alexnet_2012`, with LRN and grouped convolutions) reached
 40.7% top-1 / 18.2% top-5 error on the ILSVRC-2012 validation set (Table 2, one CNN,
-averaging ten crops). Both figures are quoted, not reproduced: this project's machine has no
-ImageNet and no GPU.
+averaging ten crops). Both figures are quoted, not reproduced: a run needs the ImageNet
+download and GPUs, which CI does not have.
 """
 
 from jaxcnn.training.config import default_config

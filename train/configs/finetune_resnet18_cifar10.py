@@ -30,11 +30,12 @@ Recipe: batch 128, SGD with momentum 0.9, learning rate 0.01 with a cosine decay
 epochs and a half-epoch warm-up, weight decay 5e-4 except on BatchNorm parameters and
 biases.
 
-Expected result, with its source: not measured here (this project's machine has no GPU and
-no CIFAR-10 copy), so no figure is claimed, and none is reproduced. Fine-tuning an ImageNet
-ResNet on CIFAR-10 at 224 pixels is commonly reported in the mid-90s percent test accuracy
-(e.g. Kornblith, Shlens and Le, "Do better ImageNet models transfer better?", CVPR 2019, for
-larger ResNets and longer schedules); measure this recipe and record what it gives.
+Expected result, with its source: not measured here (a run needs a GPU and the CIFAR-10
+download, which CI does not have), so no figure is claimed, and none is reproduced.
+Fine-tuning an ImageNet ResNet on CIFAR-10 at 224 pixels is commonly reported in the mid-90s
+percent test accuracy (e.g. Kornblith, Shlens and Le, "Do better ImageNet models transfer
+better?", CVPR 2019, for larger ResNets and longer schedules); measure this recipe and record
+what it gives.
 """
 
 from jaxcnn.training.config import default_config

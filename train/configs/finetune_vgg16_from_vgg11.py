@@ -26,11 +26,12 @@ Recipe: torchvision's VGG-16 recipe (`vgg16_imagenet.py`): batch 256, 90 epochs,
 momentum 0.9, learning rate 0.01 divided by 10 every 30 epochs, weight decay 1e-4. The paper
 kept its learning rate schedule for the deeper nets and let the initialised layers change.
 
-Expected result, with its source: not measured here (no ImageNet, no GPU), so none is
-reproduced. Simonyan and Zisserman used the staged initialisation so that the deep nets would
-train at all; they add that after submission they found Glorot and Bengio's random
-initialisation works without pre-training. torchvision's VGG-16, trained from scratch with
-this recipe, reaches 71.592% top-1 (`VGG16_Weights.IMAGENET1K_V1`): the figure to compare with.
+Expected result, with its source: not measured here (a run needs the ImageNet download and
+GPUs, which CI does not have), so none is reproduced. Simonyan and Zisserman used the staged
+initialisation so that the deep nets would train at all; they add that after submission they
+found Glorot and Bengio's random initialisation works without pre-training. torchvision's
+VGG-16, trained from scratch with this recipe, reaches 71.592% top-1
+(`VGG16_Weights.IMAGENET1K_V1`): the figure to compare with.
 """
 
 from jaxcnn.training.config import default_config

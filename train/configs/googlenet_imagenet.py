@@ -34,7 +34,8 @@ with torchvision's reference script (its documentation says they were ported; ea
 metadata pointed to a contributor's fork of pytorch/examples), so the figure is a target,
 not the known outcome of this recipe. The paper's breakdown of its classification results
 gives 10.07% top-5 error for one model evaluated on one crop, for its own network. Both
-figures are quoted, not reproduced: this project's machine has no ImageNet and no GPU.
+figures are quoted, not reproduced: a run needs the ImageNet download and GPUs, which CI does
+not have.
 """
 
 from jaxcnn.training.config import default_config

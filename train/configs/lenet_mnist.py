@@ -23,7 +23,7 @@ applied to document recognition" (Proc. IEEE, 1998), Section III.C: LeNet-5's te
 "stabilizes after around 10 passes through the training set at 0.95%" (0.8% when trained on
 distorted images), i.e. about 99.0% test accuracy. `lenet5` is the textbook variant (full C3
 connectivity, linear output), not the paper's exact network (`lenet5_1998`), so the figure is
-a guide. It was not reproduced here: this project's machine has no copy of MNIST.
+a guide. It was not reproduced here: a run needs the MNIST download, which CI does not have.
 """
 
 from jaxcnn.training.config import default_config

@@ -27,8 +27,8 @@ network's, so watching the test set during training decides nothing (the "best" 
 kept beside the others is chosen on it, though: do not report that one).
 
 Expected result, with its source: He et al. (2016), Table 6: 8.75% test error for ResNet-20
-(91.25% accuracy). Quoted, not reproduced: this project's machine has no CIFAR-10 copy and
-no GPU.
+(91.25% accuracy). Quoted, not reproduced: a run needs the CIFAR-10 download and a GPU, which CI
+does not have.
 """
 
 from jaxcnn.training.config import default_config

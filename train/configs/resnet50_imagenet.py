@@ -28,7 +28,8 @@ Expected result, with its source: torchvision's `ResNet50_Weights.IMAGENET1K_V1`
 gives 76.130% top-1 and 92.862% top-5 on the ImageNet validation set (single 224 crop) for
 this recipe. He, Zhang, Ren and Sun (2016), Table 3, give 22.85% top-1 error for their
 ResNet-50 with 10-crop testing, which is not comparable with the single crop here. Both
-figures are quoted, not reproduced: this project's machine has no ImageNet and no GPU.
+figures are quoted, not reproduced: a run needs the ImageNet download and GPUs, which CI does
+not have.
 """
 
 from jaxcnn.training.config import default_config

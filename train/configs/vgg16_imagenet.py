@@ -28,7 +28,7 @@ crops, and initialised the deeper networks from the shallower configuration A.
 Expected result, with its source: torchvision's `VGG16_Weights.IMAGENET1K_V1` model card
 gives 71.592% top-1 and 90.382% top-5 (single 224 crop) for this recipe. The paper's
 figures come from multi-scale training and testing and are not comparable. Quoted, not
-reproduced: this project's machine has no ImageNet and no GPU.
+reproduced: a run needs the ImageNet download and GPUs, which CI does not have.
 """
 
 from jaxcnn.training.config import default_config
