@@ -10,7 +10,7 @@ A "twin" says which torch model matches a jaxcnn model:
 Two peers: "torch_eager" (the module as is) and "torch_compile" (`torch.compile(model)`,
 default mode: TorchInductor). On a GPU the model and input are channels_last, and with
 ``dtype="bfloat16"`` the forward pass and loss run under `torch.autocast(..., torch.bfloat16)`
-(parameters stay float32), as in the issue's reference measurement.
+(parameters stay float32), PyTorch's usual mixed-precision recipe.
 
 torch is imported inside the functions, so importing this module costs nothing.
 """

@@ -1,8 +1,8 @@
 """The performance benchmarks run (tiny settings) and their arithmetic is right.
 
 The GPU paths (``--device gpu``: jax.devices("gpu"), channels_last, bf16 autocast,
-torch.cuda synchronisation and peak memory) cannot run on the CPU-only test machine; these
-tests cover everything else, including every worker subprocess on the CPU.
+torch.cuda synchronisation and peak memory) cannot run in CPU-only CI; these tests cover
+everything else, including every worker subprocess on the CPU.
 """
 
 from __future__ import annotations
@@ -94,13 +94,13 @@ def test_torch_lenet5_is_jaxcnn_lenet5(torch):
     np.testing.assert_allclose(y_torch, y_jax, rtol=1e-5, atol=1e-5)
 
 
-def test_flops_and_mfu_on_the_issues_resnet50():
-    """Issue 8: ~24.5 GFLOP per ResNet-50 training image, ~32,000 images/s at 790 TFLOP/s."""
+def test_flops_and_mfu_of_resnet50():
+    """~24.5 GFLOP per ResNet-50 training image, so ~32,000 images/s at 790 TFLOP/s."""
     flops = train_throughput.train_flops_per_image(jaxcnn.summary("resnet50").total_macs)
     assert flops == 6 * 4_089_184_256
     assert flops / 1e9 == pytest.approx(24.5, abs=0.1)
     assert 790e12 / flops == pytest.approx(32_000, rel=0.01)
-    # 6,850 images/s (the plain Flax figure of the issue) is 21% of that peak.
+    # 6,850 images/s is 21% of that peak.
     assert train_throughput.mfu(6_850, flops, 790.0) == pytest.approx(0.2127, abs=1e-3)
     assert train_throughput.mfu(6_850, flops, None) is None
     assert train_throughput.default_peak("gpu", "bfloat16", "NVIDIA H200")[0] == 790.0
@@ -145,8 +145,9 @@ def test_summarize_and_argument_errors():
 
 
 def test_scripts_import_no_data_stack():
-    """The accelerator machine has no grain, TFDS or ml_collections: neither script (nor the
-    engine modules its workers use) may import them."""
+    """The benchmarks run on machines that have JAX and torch but not the data stack (grain,
+    TFDS, ml_collections): neither script (nor the engine modules its workers use) imports
+    them."""
     code = (
         "import sys; import benchmarks.train_throughput, benchmarks.infer_latency; "
         "import jaxcnn.training.state, jaxcnn.training.steps, jaxcnn.training.optim, "

@@ -16,7 +16,7 @@ from jaxcnn.models import get_spec
 from jaxcnn.models.alexnet import PAPER_LRN
 from tests.models.parity import assert_parity
 
-# From the task (alexnet: torchvision's count; alexnet_2012: the paper's layers, see
+# alexnet: torchvision's count; alexnet_2012: the sum of the paper's layers (see
 # test_alexnet_2012_param_count_per_layer).
 EXPECTED_PARAMS = {"alexnet": 61_100_840, "alexnet_2012": 60_965_224}
 

@@ -18,7 +18,7 @@ from jaxcnn.models import get_spec
 from jaxcnn.models.lenet import C3_TABLE, Subsampling, TableConv, squash
 
 NAMES = ["lenet5", "lenet5_1998"]
-# From the task: modern 156 + 2,416 + 48,120 + 10,164 + 850; the paper's
+# Per layer: modern 156 + 2,416 + 48,120 + 10,164 + 850; the paper's
 # C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164, linear output 850.
 EXPECTED_PARAMS = {"lenet5": 61_706, "lenet5_1998": 60_850}
 SMALLEST = re.escape("smallest valid input is (N, 32, 32, 1)")

@@ -21,7 +21,7 @@ from jaxcnn.models.vgg import CFGS
 from tests.models.parity import assert_parity
 
 # torchvision's parameter counts (sum of p.numel() over torchvision.models.<name>(weights=None)
-# .parameters() with torchvision 0.29.1, which also equal the task's numbers).
+# .parameters() with torchvision 0.29.1).
 EXPECTED_PARAMS = {
     "vgg11": 132_863_336,
     "vgg11_bn": 132_868_840,
