@@ -25,6 +25,7 @@ builder (gather records, augment each, stack, normalise), ``.to_iter_dataset``, 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import threading
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import augment
+from . import augment, host_resize
 from .sources import ArraySource, Source
 
 __all__ = ["DATA_DEFAULTS", "Datasets", "EvalLoader", "TrainIterator", "TrainLoader"]
@@ -190,6 +191,11 @@ class _Transform:
         self.random = self.random or any(self.jitter)
         self.random = self.random or self.rotation > 0 or self.scale > 0
         self.random = (self.random or self.eval_resize > 0) and not self.device
+        # With device=True: whether the common size is a centre crop of a shorter-side resize
+        # (else a plain resize), and the backend that resamples to it (`host_resize`), chosen
+        # here so that worker processes use the same one.
+        self.common_crop = bool(self.eval_resize or self.rrc)
+        self.host_resize = host_resize.choose_backend() if self.device else None
 
     @property
     def common_size(self) -> int:
@@ -200,11 +206,19 @@ class _Transform:
     def common(self, img: np.ndarray) -> np.ndarray:
         """Host half of the training transform when augmenting on the device: resize (and
         centre-crop, when the shorter side is resized) to common_size x common_size. An
-        image already that size is passed through untouched."""
+        image already that size is passed through untouched.
+
+        uint8 images with 1 or 3 channels are resampled once, over the region the crop keeps
+        (`host_resize.resize_to_common`: within 1 level of the reference transforms with the
+        "pillow" backend); other images take the reference transforms of `augment`.
+        """
         c = self.common_size
         if img.shape[:2] == (c, c):
             return img
-        if self.eval_resize or self.rrc:
+        if img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] in (1, 3):
+            backend = self.host_resize or "pillow"
+            return host_resize.resize_to_common(img, c, crop=self.common_crop, backend=backend)
+        if self.common_crop:
             return augment.center_crop(augment.resize_shorter(img, c), c)
         return augment.resize(img, c)
 
@@ -343,13 +357,22 @@ class _TrainBatches:
                 return {"image": src.images[index], "label": src.labels[index].astype(np.int32)}
         images = []
         labels = np.empty(self.batch, np.int32)
+        # A source that decodes straight to the common size (ImageFolder: large JPEG files
+        # decoded at a reduced scale, no full-size copy) does the host transform itself.
+        load_common = getattr(src, "load_common", None) if t.device else None
         for j in range(self.batch):
-            record = self.source[int(index[j])]
-            q = int(positions[j])
-            rng = np.random.default_rng([self.seed, _AUG_TAG, q]) if t.random else None
-            images.append(t.train(record["image"], rng))
+            if load_common is not None:
+                record = load_common(
+                    int(index[j]), t.common_size, crop=t.common_crop, backend=t.host_resize
+                )
+                images.append(record["image"])
+            else:
+                record = src[int(index[j])]
+                q = int(positions[j])
+                rng = np.random.default_rng([self.seed, _AUG_TAG, q]) if t.random else None
+                images.append(t.train(record["image"], rng))
             labels[j] = record["label"]
-        return {"image": t.finish_train(images, self.source.name), "label": labels}
+        return {"image": t.finish_train(images, src.name), "label": labels}
 
 
 class _EvalBatches:
@@ -704,6 +727,10 @@ class Datasets:
       source_names: (train source name, eval source name).
       skipped: paths of undecodable files left out (train, then eval); empty unless
         ``skip_corrupt``.
+      host_resize: with ``data.augment_on="device"``, the backend (and versions) that brings
+        training images to the common size (`jaxcnn.data.host_resize`: "pillow ...", or
+        "opencv ..." when OpenCV is installed or $JAXCNN_HOST_RESIZE asks for it); None with
+        ``"host"``.
       description: one line describing all of the above.
       process_index, process_count: the slice of every global batch this process loads.
     """
@@ -928,6 +955,11 @@ def create_datasets(
     )
     if skipped:
         description += f", {len(skipped)} corrupt files skipped"
+    resize = None
+    if device:
+        resize = host_resize.describe(transform.host_resize)
+        description += f", host resize {resize}"
+        logging.getLogger(__name__).info("training images resized on the host by %s", resize)
     return Datasets(
         train=train,
         eval=evaluation,
@@ -943,6 +975,7 @@ def create_datasets(
         eval_source=eval_src,
         source_names=(train_src.name, eval_src.name),
         skipped=skipped,
+        host_resize=resize,
         description=description,
         process_index=int(process_index),
         process_count=process_count,

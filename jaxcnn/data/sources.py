@@ -564,6 +564,18 @@ class ImageFolder(Source):
         i = self._check_index(index)
         return {"image": _decode(self.paths[i], self.mode), "label": int(self.labels[i])}
 
+    def load_common(
+        self, index: int, size: int, *, crop: bool, backend: str = "pillow"
+    ) -> dict[str, Any]:
+        """Example ``index`` with its image brought to uint8 (size, size, C) at decode time:
+        `jaxcnn.data.host_resize.decode_to_common` (what the loader's host half does when
+        augmenting on the device; ``crop`` and ``backend`` as there)."""
+        from .host_resize import decode_to_common
+
+        i = self._check_index(index)
+        image = decode_to_common(self.paths[i], self.mode, size, crop=crop, backend=backend)
+        return {"image": image, "label": int(self.labels[i])}
+
 
 def _list_images(folder: str) -> list[str]:
     """The image files under ``folder``, recursively, following symbolic links; sorted by path.
