@@ -338,12 +338,12 @@ ResNet44 = partial(CifarResNet, blocks_per_stage=7)
 ResNet56 = partial(CifarResNet, blocks_per_stage=9)
 ResNet110 = partial(CifarResNet, blocks_per_stage=18)
 
-_IMAGENET = dict(
+_IMAGENET: dict[str, Any] = dict(
     input_size=(224, 224, 3), min_input_size=(1, 1), num_classes=1000, reference="torchvision"
 )
 # The paper's Table 6 gives 0.27M, 0.46M, 0.66M, 0.85M and 1.7M; these are the exact counts
 # (convolutions without bias, BatchNorm scale and bias, fc with bias; 10 classes).
-_CIFAR = dict(
+_CIFAR: dict[str, Any] = dict(
     input_size=(32, 32, 3),
     min_input_size=(1, 1),
     num_classes=10,
