@@ -728,7 +728,9 @@ def loader_rows(args) -> list[dict]:
     Each at every ``--loader-workers`` count (default: 0, 1, 2 and one per usable core), and
     for each ``data.augment_on`` of ``--loader-augment`` (default "host"): "host" runs every
     training transform here, per example; "device" leaves the host only decoding and bringing
-    images to one size, the transforms running later in the compiled step (not timed here).
+    images to one size (`jaxcnn.data.host_resize`; the row's ``host_resize`` names the backend,
+    which $JAXCNN_HOST_RESIZE chooses), the transforms running later in the compiled step (not
+    timed here).
 
     Per row: ``--warmup`` batches first, untimed (worker start-up included; its time is
     ``warmup_s``), then ``--repeats`` timed runs of ``--steps`` batches; images/s is the
@@ -833,6 +835,8 @@ def loader_rows(args) -> list[dict]:
                     "examples_per_s_min": st["min"],
                     "examples_per_s_max": st["max"],
                     **({"jpeg_files": args.loader_jpegs} if name == "imagenet_jpeg" else {}),
+                    # what brings training images to one size with augment_on="device"
+                    "host_resize": ds.host_resize,
                     "date": date,
                     **common.machine_info(),
                 }

@@ -330,12 +330,18 @@ def test_opencv_backend_is_close_to_the_reference(cv2, tmp_path):
     filter, within 1 level mean and 40 at most on photo-like images; larger reductions and
     enlargements as stated in the module docstring."""
     size = 64
-    for k, (h, w) in enumerate([(100, 120), (120, 100), (90, 90), (70, 127), (40, 56)]):
-        img = photo(h, w, k)
-        for crop in (True, False):
-            out = hr.resize_to_common(img, size, crop=crop, backend="opencv")
-            d = absdiff(out, reference(img, size, crop))
-            assert d.mean() <= 1.0 and d.max() <= 40, (h, w, crop, d.mean(), d.max())
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        for k, (h, w) in enumerate([(100, 120), (120, 100), (90, 90), (70, 127), (40, 56)]):
+            img = photo(h, w, k)
+            for crop in (True, False):
+                out = hr.resize_to_common(img, size, crop=crop, backend="opencv")
+                d = absdiff(out, reference(img, size, crop))
+                assert d.mean() <= 1.0 and d.max() <= 40, (h, w, crop, d.mean(), d.max())
+        assert cv2.getNumThreads() == 2  # one thread inside the calls only
+    finally:
+        cv2.setNumThreads(threads)
     # Reductions by 2 or more are Pillow's resample.
     img = photo(300, 400, 9)
     np.testing.assert_array_equal(
