@@ -16,7 +16,8 @@ decode it, bring it to ``--size`` x ``--size`` (a centre crop of a shorter-side 
 * ``pillow``: `host_resize.decode_to_common` with Pillow, what ImageFolder does (the same
   resample from Pillow's image, and files at least twice the size the crop needs decoded at
   1/2, 1/4 or 1/8 scale in the DCT domain);
-* ``opencv``: `host_resize.decode_to_common` with OpenCV, when installed.
+* ``opencv_array``, ``opencv``: the same two with OpenCV, when installed (its resample of
+  Pillow's full decode, and its own decode with DCT scaling).
 
 Each variant's output is compared with the reference's on the same file (largest and mean
 absolute difference in 0..255 levels, bit-identical images). Times are the median over
@@ -62,8 +63,11 @@ def variants(size: int) -> dict:
     try:
         import cv2  # noqa: F401
     except ImportError as e:
-        out["opencv"] = f"not installed ({e})"
+        out["opencv_array"] = out["opencv"] = f"not installed ({e})"
     else:
+        out["opencv_array"] = lambda p: host_resize.resize_to_common(
+            _decode(p, "RGB"), size, crop=True, backend="opencv"
+        )
         out["opencv"] = lambda p: host_resize.decode_to_common(
             p, "RGB", size, crop=True, backend="opencv"
         )
@@ -115,8 +119,8 @@ def run(paths: list[str], size: int, repeats: int) -> list[dict]:
             "vs_reference_cpu": float(ref_cpu / np.median(cpu)),
             **st,
         }
-        if name in ("pillow", "pillow_array", "opencv"):
-            row["backend"] = host_resize.describe("opencv" if name == "opencv" else "pillow")
+        if name in ("pillow", "pillow_array", "opencv", "opencv_array"):
+            row["backend"] = host_resize.describe(name.split("_")[0])
         rows.append(row)
     return rows
 
