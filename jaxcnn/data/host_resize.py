@@ -23,10 +23,10 @@ Backends (`choose_backend`):
   less than 2 as a 3-tap low-pass (``[a, 1 - 2a, a]``, ``a = (s * s - 1) / 12`` for a
   reduction by s, which gives the filter the variance of Pillow's triangle) followed by
   bilinear interpolation at the same pixel centres. An approximation of the reference: on
-  photo-like JPEGs around 500x375 brought to 224, 0.6 levels mean absolute difference, 31 at
-  most. Reductions by 2 or more are resampled by Pillow as in the "pillow" backend, and the
-  files OpenCV might decode differently (not JPEG, CMYK, truncated, colour to grey) are
-  decoded by Pillow.
+  photo-like JPEGs around 500x375 brought to 224, 0.5 levels mean absolute difference, 31 at
+  most (`benchmarks/host_resize.py`). Reductions by 2 or more are resampled by Pillow as in
+  the "pillow" backend, and the files OpenCV might decode differently (not JPEG, CMYK,
+  truncated, colour to grey) are decoded by Pillow.
 
 The environment variable ``JAXCNN_HOST_RESIZE`` ("pillow", "opencv" or "auto", the default)
 chooses; "auto" takes OpenCV when it is installed. The loader records the backend in
