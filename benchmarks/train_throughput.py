@@ -729,8 +729,9 @@ def loader_rows(args) -> list[dict]:
     for each ``data.augment_on`` of ``--loader-augment`` (default "host"): "host" runs every
     training transform here, per example; "device" leaves the host only decoding and bringing
     images to one size (`jaxcnn.data.host_resize`; the row's ``host_resize`` names the backend,
-    which $JAXCNN_HOST_RESIZE chooses), the transforms running later in the compiled step (not
-    timed here).
+    which ``--loader-host-resize`` chooses), the transforms running later in the compiled step:
+    those are timed separately, once per case, as ``jax.jit(device_augment.augment_batch)`` on
+    a loader batch already on the default device (rows with ``"benchmark": "device_augment"``).
 
     Per row: ``--warmup`` batches first, untimed (worker start-up included; its time is
     ``warmup_s``), then ``--repeats`` timed runs of ``--steps`` batches; images/s is the
@@ -783,6 +784,8 @@ def loader_rows(args) -> list[dict]:
             cfg = dict(data_cfg, worker_count=w)
             if mode is not None:
                 cfg["augment_on"] = mode
+            if mode == "device":
+                cfg["host_resize"] = args.loader_host_resize
             ds = create_datasets(
                 cfg,
                 seed=0,
@@ -804,6 +807,11 @@ def loader_rows(args) -> list[dict]:
                     next(it)
                 times.append(time.perf_counter() - t0)
             cpu1 = _cpu_seconds()
+            if mode == "device" and not any(
+                r["benchmark"] == "device_augment" and r["case"] == name for r in rows
+            ):
+                rows.append(_device_augment_row(name, ds, next(it), args))
+                print(json.dumps(rows[-1]), flush=True)
             it.close()
             st = common.summarize([args.steps * batch / t for t in times])
             cores = max(1, min(w, usable))
@@ -843,6 +851,44 @@ def loader_rows(args) -> list[dict]:
             )
             print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def _device_augment_row(case: str, ds, batch: dict, args) -> dict:
+    """Images/s of the device half: `augment_batch` under jit on one loader batch (on the
+    default device), ``--repeats`` runs of ``--steps`` calls after two untimed ones."""
+    import jax
+
+    from jaxcnn.data import device_augment
+
+    spec = ds.augment
+    run = jax.jit(lambda x, k: device_augment.augment_batch(x, k, spec))
+    images = jax.device_put(batch["image"])
+    key = jax.random.PRNGKey(0)
+    for i in range(2):
+        jax.block_until_ready(run(images, jax.random.fold_in(key, i)))
+    times = []
+    for r in range(args.repeats):
+        keys = [jax.random.fold_in(key, 100 + r * args.steps + i) for i in range(args.steps)]
+        t0 = time.perf_counter()
+        for k in keys:
+            out = run(images, k)
+        jax.block_until_ready(out)
+        times.append(time.perf_counter() - t0)
+    n = images.shape[0]
+    st = common.summarize([args.steps * n / t for t in times])
+    return {
+        "benchmark": "device_augment",
+        "case": case,
+        "backend": jax.default_backend(),
+        "batch": n,
+        "input_shape": list(images.shape[1:]),
+        "output_shape": list(out.shape[1:]),
+        "ms_per_batch": 1e3 * n / st["median"],
+        "images_per_s": st["median"],
+        "images_per_s_min": st["min"],
+        "images_per_s_max": st["max"],
+        **common.machine_info(),
+    }
 
 
 def format_loader_table(rows: list[dict]) -> str:
@@ -972,6 +1018,12 @@ def _parse(argv):
         help='comma-separated data.augment_on values for --loader ("host", "device"; default '
         "host: the training transforms on the host)",
     )
+    p.add_argument(
+        "--loader-host-resize",
+        default="auto",
+        choices=("auto", "pillow", "opencv"),
+        help="data.host_resize for the device rows (default auto: OpenCV when installed)",
+    )
     p.add_argument("--loader-batch", type=int, default=128, help="batch of the 224x224 cases")
     p.add_argument(
         "--loader-jpegs",
@@ -1029,7 +1081,14 @@ def main(argv=None) -> list[dict]:
         return rows
     if args.loader:
         rows = loader_rows(args)
-        print(format_loader_table(rows))
+        print(format_loader_table([r for r in rows if r["benchmark"] == "loader"]))
+        for r in rows:
+            if r["benchmark"] == "device_augment":
+                print(
+                    f"# device augmentation, {r['case']} ({r['backend']}): "
+                    f"{r['ms_per_batch']:.2f} ms per batch of {r['batch']}, "
+                    f"{r['images_per_s']:,.0f} images/s"
+                )
         if args.json:
             common.write_jsonl(args.json, rows, append=True)
         return rows

@@ -84,6 +84,31 @@ def test_loader_table_one_worker_count(capsys):
     assert train_throughput.default_loader_workers()[:3] == [0, 1, 2]
 
 
+def test_loader_device_rows_time_the_device_half_separately(capsys):
+    """--loader-augment device: the loader rows name the host resize backend the flag chose,
+    and each case gets one device_augment row timing augment_batch on a loader batch."""
+    from benchmarks import train_throughput
+
+    rows = train_throughput.main(
+        ["--loader", "--loader-workers", "0", "--loader-jpegs", "4", "--loader-batch", "2",
+         "--loader-augment", "device", "--loader-host-resize", "pillow",
+         "--steps", "1", "--repeats", "1", "--warmup", "1"]
+    )  # fmt: skip
+    loader = [r for r in rows if r["benchmark"] == "loader"]
+    augment = {r["case"]: r for r in rows if r["benchmark"] == "device_augment"}
+    assert [r["case"] for r in loader] == ["digits", "imagenet_synthetic", "imagenet_jpeg"]
+    assert all(
+        r["augment_on"] == "device" and r["host_resize"].startswith("pillow") for r in loader
+    )
+    assert set(augment) == {"digits", "imagenet_synthetic", "imagenet_jpeg"}
+    assert augment["digits"]["input_shape"] == augment["digits"]["output_shape"] == [32, 32, 1]
+    assert augment["imagenet_jpeg"]["output_shape"] == [224, 224, 3]
+    for r in augment.values():
+        assert r["ms_per_batch"] > 0 and r["images_per_s"] > 0 and r["backend"] == "cpu"
+    out = capsys.readouterr().out
+    assert "# device augmentation, imagenet_jpeg (cpu):" in out and "| digits | device |" in out
+
+
 @pytest.mark.slow
 def test_default_job_benchmark_times_a_cold_run_and_holds_it_to_the_bar(tmp_path, capsys):
     from benchmarks import default_job

@@ -28,9 +28,9 @@ Backends (`choose_backend`):
   the "pillow" backend, and the files OpenCV might decode differently (not JPEG, CMYK,
   truncated, colour to grey) are decoded by Pillow.
 
-The environment variable ``JAXCNN_HOST_RESIZE`` ("pillow", "opencv" or "auto", the default)
-chooses; "auto" takes OpenCV when it is installed. The loader records the backend in
-``Datasets.host_resize`` and its description, and logs it.
+The config key ``data.host_resize`` ("auto", the default, "pillow" or "opencv") chooses;
+"auto" takes OpenCV when it is installed (installing the ``opencv`` extra is the opt-in). The
+loader records the backend in ``Datasets.host_resize`` and its description, and logs it.
 
 Decoding (`decode_to_common`, image folders): a JPEG file whose kept region is at least twice
 ``size`` on its shorter side is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
@@ -45,13 +45,11 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import os
 
 import numpy as np
 
 __all__ = [
     "BACKENDS",
-    "ENV_VAR",
     "choose_backend",
     "decode_to_common",
     "describe",
@@ -61,7 +59,6 @@ __all__ = [
 ]
 
 BACKENDS = ("pillow", "opencv")
-ENV_VAR = "JAXCNN_HOST_RESIZE"
 # The DCT-domain scales libjpeg decodes at through Pillow's draft and OpenCV's reduced modes.
 _JPEG_SCALES = (8, 4, 2)
 
@@ -80,24 +77,20 @@ def _have_cv2() -> bool:
     return True
 
 
-def choose_backend(name: str | None = None) -> str:
-    """The host resize backend: ``name``, else ``$JAXCNN_HOST_RESIZE``, else "auto".
+def choose_backend(name: str = "auto") -> str:
+    """The host resize backend ``name`` stands for (``data.host_resize``).
 
     "auto" is "opencv" when OpenCV (``cv2``) can be imported, else "pillow". Asking for
     "opencv" without it installed is an ImportError.
     """
-    if name is None:
-        name = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
     if name == "auto":
         return "opencv" if _have_cv2() else "pillow"
     if name not in BACKENDS:
-        raise ValueError(
-            f"the host resize backend must be one of {(*BACKENDS, 'auto')}; got {name!r}"
-        )
+        raise ValueError(f"data.host_resize must be one of {('auto', *BACKENDS)}; got {name!r}")
     if name == "opencv" and not _have_cv2():
         raise ImportError(
             'the "opencv" host resize backend needs OpenCV: pip install "jaxcnn[opencv]" '
-            f"(or opencv-python-headless), or set {ENV_VAR}=pillow"
+            '(or opencv-python-headless), or set data.host_resize="pillow"'
         )
     return name
 

@@ -65,6 +65,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "worker_count": 0,
     "prefetch": 2,
     "augment_on": "device",
+    "host_resize": "auto",
 }
 SOURCES = ("digits", "tfds", "folder", "synthetic")
 AUGMENT_ON = ("device", "host")
@@ -195,7 +196,8 @@ class _Transform:
         # (else a plain resize), and the backend that resamples to it (`host_resize`), chosen
         # here so that worker processes use the same one.
         self.common_crop = bool(self.eval_resize or self.rrc)
-        self.host_resize = host_resize.choose_backend() if self.device else None
+        backend = cfg["host_resize"]
+        self.host_resize = host_resize.choose_backend(backend) if self.device else None
 
     @property
     def common_size(self) -> int:
@@ -729,8 +731,8 @@ class Datasets:
         ``skip_corrupt``.
       host_resize: with ``data.augment_on="device"``, the backend (and versions) that brings
         training images to the common size (`jaxcnn.data.host_resize`: "pillow ...", or
-        "opencv ..." when OpenCV is installed or $JAXCNN_HOST_RESIZE asks for it); None with
-        ``"host"``.
+        "opencv ..." with ``data.host_resize="opencv"``, or "auto" and OpenCV installed);
+        None with ``"host"``.
       description: one line describing all of the above.
       process_index, process_count: the slice of every global batch this process loads.
     """
@@ -848,6 +850,11 @@ def create_datasets(
         raise ValueError(f"data.source must be one of {SOURCES}; got {cfg['source']!r}")
     if cfg["augment_on"] not in AUGMENT_ON:
         raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}; got {cfg['augment_on']!r}")
+    if cfg["host_resize"] not in ("auto", *host_resize.BACKENDS):
+        raise ValueError(
+            f"data.host_resize must be one of {('auto', *host_resize.BACKENDS)}; "
+            f"got {cfg['host_resize']!r}"
+        )
     _jitter(cfg["color_jitter"])
     size = _int(cfg, "image_size", 1)
     eval_resize = _int(cfg, "eval_resize", 0)

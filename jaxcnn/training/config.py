@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
         "augment_on": "device",  # where the training transforms run: "device" (jit-compiled
         # into the train step; the host only decodes and resizes to one size) | "host" (per
         # example in numpy, as jaxcnn.data.augment defines them)
+        "host_resize": "auto",  # with augment_on="device", what brings images to one size:
+        # "pillow", "opencv" (the opencv extra; faster, not bit-equal) or "auto" (OpenCV when
+        # installed)
     },
     "optimizer": {
         "learning_rate": 0.1,  # peak learning rate for `batch_size`
@@ -216,6 +219,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "data.worker_count": _int_at_least(0),
     "data.prefetch": _int_at_least(0),
     "data.augment_on": (lambda v: v in ("device", "host"), "'device' or 'host'"),
+    "data.host_resize": (
+        lambda v: v in ("auto", "pillow", "opencv"),
+        "'auto', 'pillow' or 'opencv'",
+    ),
     "optimizer.learning_rate": _finite(lambda v: v > 0, "> 0"),
     "optimizer.momentum": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
     "optimizer.weight_decay": _finite(lambda v: v >= 0, ">= 0"),

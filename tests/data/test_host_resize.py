@@ -273,24 +273,23 @@ def test_host_mode_and_evaluation_never_use_the_new_path(tmp_path, monkeypatch):
 
 
 def test_choose_backend(monkeypatch):
-    monkeypatch.delenv(hr.ENV_VAR, raising=False)
     assert hr.choose_backend() == ("opencv" if hr._have_cv2() else "pillow")
-    monkeypatch.setenv(hr.ENV_VAR, "pillow")
-    assert hr.choose_backend() == "pillow"
+    assert hr.choose_backend("pillow") == "pillow"
     assert hr.describe("pillow").startswith("pillow ")
-    monkeypatch.setenv(hr.ENV_VAR, "simd")
-    with pytest.raises(ValueError, match="must be one of"):
-        hr.choose_backend()
+    with pytest.raises(ValueError, match=r"data\.host_resize must be one of"):
+        hr.choose_backend("simd")
+    with pytest.raises(ValueError, match=r"data\.host_resize must be one of"):
+        _datasets("unused", host_resize="simd", augment_on="host")  # checked on either path
     monkeypatch.setattr(hr, "_have_cv2", lambda: False)
     assert hr.choose_backend("auto") == "pillow"
     with pytest.raises(ImportError, match=r"jaxcnn\[opencv\]"):
         hr.choose_backend("opencv")
 
 
-def test_the_loader_uses_the_backend_the_environment_names(tmp_path, monkeypatch):
+def test_the_loader_uses_the_backend_the_config_names(tmp_path, monkeypatch):
     root = _folder(tmp_path, n=3)
-    monkeypatch.setenv(hr.ENV_VAR, "pillow")
-    ds = _datasets(root, random_resized_crop=True)
+    monkeypatch.setattr(hr, "_have_cv2", lambda: True)  # "auto" would take OpenCV
+    ds = _datasets(root, random_resized_crop=True, host_resize="pillow")
     assert ds.host_resize.startswith("pillow ")
     assert ds.train._batches.transform.host_resize == "pillow"
 

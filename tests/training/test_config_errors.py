@@ -260,6 +260,7 @@ BAD_VALUES = [
     ("data.random_rotation", 200.0, "[0, 180]"),
     ("data.random_scale", 1.0, "[0, 1)"),
     ("data.pca_lighting", math.nan, "finite"),
+    ("data.host_resize", "simd", "'auto', 'pillow' or 'opencv'"),
     ("data.color_jitter", (0.1, -1.0, 0.0), "three finite numbers >= 0"),
     ("data.color_jitter", (0.4, 0.4), "(brightness, contrast, saturation)"),
     ("data.color_jitter", (0.4, math.inf, 0.0), "three finite numbers >= 0"),
