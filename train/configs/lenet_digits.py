@@ -5,7 +5,8 @@ Command (also what `python -m train` runs with no flags):
   python -m train --config=train/configs/lenet_digits.py --workdir=runs/lenet_digits
 
 Hardware: any CPU; measured on a 2-core x86_64 machine (jax 0.10.2), where the whole run —
-start-up, compilation, training and evaluation — takes about 20 to 30 s.
+start-up, compilation, training and evaluation — takes 13 to 15 s
+(`python benchmarks/default_job.py`).
 
 Data: scikit-learn's 1,797 real 8x8 handwritten digits (Alpaydin & Kaynak's UCI set),
 upsampled to 32x32, with the fixed split of `jaxcnn.data.digits` (1,438 train / 359 test).
