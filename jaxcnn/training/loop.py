@@ -151,8 +151,15 @@ def _check_and_save_config(cfg: dict, workdir: str, *, write: bool) -> None:
 
         saved = read_saved_config(path)  # a truncated or foreign file: says what to do
         a, b = _flatten(saved), _flatten(json.loads(json.dumps(cfg)))
+        defaults = _flatten(json.loads(json.dumps(DEFAULTS)))
+        # A key the saved config lacks was added to the engine after that run started; at
+        # its default it asks for what the run did without it, so it is no difference.
         diff = sorted(
-            k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUME_FREE_KEYS
+            k
+            for k in set(a) | set(b)
+            if a.get(k) != b.get(k)
+            and k not in _RESUME_FREE_KEYS
+            and not (k not in a and k in defaults and b.get(k) == defaults[k])
         )
         if diff:
             shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:8])

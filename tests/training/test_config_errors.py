@@ -186,6 +186,22 @@ def test_unset_none_keys_serialise_as_null_and_resume(tmp_path):
         _check_and_save_config(validate_config(changed), str(tmp_path), write=True)
 
 
+def test_a_run_saved_before_a_key_existed_resumes_when_the_key_is_at_its_default(tmp_path):
+    d = validate_config(default_config())
+    _check_and_save_config(d, str(tmp_path), write=True)
+    with open(tmp_path / "config.json") as f:
+        saved = json.load(f)
+    del saved["data"]["color_jitter"], saved["data"]["host_resize"]  # keys added later
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(saved, f)
+    _check_and_save_config(validate_config(default_config()), str(tmp_path), write=True)
+    # Set to anything but its default, the new key is a difference, named as one.
+    changed = default_config()
+    changed.data.color_jitter = (0.4, 0.4, 0.4)
+    with pytest.raises(ValueError, match=r"different config \(data.color_jitter: None -> "):
+        _check_and_save_config(validate_config(changed), str(tmp_path), write=True)
+
+
 def test_a_set_mean_resumes_as_the_same_config(tmp_path):
     c = _parse("--config.data.mean=(0.5,)", "--config.data.std=(0.25,)")
     _check_and_save_config(validate_config(c), str(tmp_path), write=True)
