@@ -73,6 +73,23 @@ def test_run_once_options_add_a_lower_optimisation_level_on_cpu_only(monkeypatch
     assert xla.run_once_compiler_options("cpu") == {}
 
 
+def test_create_train_state_can_be_traced_where_nested_jits_take_no_options():
+    """Under eval_shape (or an outer jit) only the outermost jit may carry compiler options:
+    create_train_state then compiles nothing of its own and leaves them out."""
+    model = jaxcnn.create_model("lenet5", num_classes=10)
+    tx = optax.sgd(0.1)
+    concrete = create_train_state(model, tx, seed=0, input_shape=(32, 32, 1))
+    shapes = jax.eval_shape(lambda: create_train_state(model, tx, seed=0, input_shape=(32, 32, 1)))
+    again = jax.eval_shape(
+        lambda v: create_train_state(model, tx, seed=0, input_shape=(32, 32, 1), variables=v),
+        {"params": concrete.params},
+    )
+    for tree in (shapes, again):
+        assert jax.tree.map(lambda x: (x.shape, x.dtype), tree.params) == jax.tree.map(
+            lambda x: (x.shape, x.dtype), concrete.params
+        )
+
+
 @pytest.mark.parametrize(
     "name, shape",
     [

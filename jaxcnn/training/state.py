@@ -96,10 +96,14 @@ def create_train_state(
 
     # One compiled program builds the whole state: run eagerly, the optimizer's per-leaf
     # zeros would each compile a kernel (on a GPU, ~0.1 s for every distinct shape).
-    # It runs once: compiled for speed of compilation (the same values, `xla.py`).
-    options = run_once_compiler_options()
+    # It runs once: compiled for speed of compilation (the same values, `xla.py`), unless
+    # this call is itself being traced (eval_shape, an outer jit), where only the outermost
+    # jit may carry compiler options.
+    key = jax.random.fold_in(base, 0)
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, variables)))
+    options = None if traced else run_once_compiler_options()
     if variables is None:
         x = jnp.zeros((1, *input_shape), jnp.float32)
         init = jax.jit(lambda k: build(model.init(k, x, train=False)), compiler_options=options)
-        return init(jax.random.fold_in(base, 0))
+        return init(key)
     return jax.jit(build, compiler_options=options)(variables)
