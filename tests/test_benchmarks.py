@@ -10,6 +10,7 @@ import pytest
 from benchmarks import conv_algorithms
 
 
+@pytest.mark.slow
 def test_conv_algorithms_quick_run(capsys):
     rows = conv_algorithms.main(["--quick", "--repeats", "1", "--min-time", "0"])
     out = capsys.readouterr().out
@@ -27,6 +28,7 @@ def test_conv_algorithms_quick_run(capsys):
     assert not jax.config.jax_enable_x64
 
 
+@pytest.mark.slow
 def test_decoders_quick_run(tmp_path):
     """decoders.py generates its JPEGs, times the installed decoders, reports the others as
     skipped, and appends well-formed rows; Pillow's own rows agree with Pillow exactly."""
@@ -84,6 +86,7 @@ def test_loader_table_one_worker_count(capsys):
     assert train_throughput.default_loader_workers()[:3] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_loader_device_rows_time_the_device_half_separately(capsys):
     """--loader-augment device: the loader rows name the host resize backend the flag chose,
     and each case gets one device_augment row timing augment_batch on a loader batch."""

@@ -24,6 +24,7 @@ from benchmarks import _torch_peers, infer_latency, train_throughput
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_train_throughput_quick_lenet5(capsys, tmp_path):
     """All three peers run in their subprocesses and give well-formed, positive rows."""
     out_file = tmp_path / "rows.jsonl"
@@ -59,6 +60,7 @@ def test_train_throughput_quick_lenet5(capsys, tmp_path):
     assert "| lenet5 | torch_compile |" in printed
 
 
+@pytest.mark.slow
 def test_infer_latency_quick_resnet18(capsys):
     rows = infer_latency.main(
         ["--quick", "--image-size", "32", "--peers", "jaxcnn,torch_eager", "--repeats", "3"]
@@ -78,6 +80,7 @@ def test_infer_latency_quick_resnet18(capsys):
     assert "| resnet18 | 1 |" in printed and "torch_eager / jaxcnn" in printed
 
 
+@pytest.mark.slow
 def test_torch_lenet5_is_jaxcnn_lenet5(torch):
     """Same parameter count, same names, and with jaxcnn's weights the same logits."""
     net = _torch_peers.torch_lenet5()
@@ -213,6 +216,7 @@ def test_run_worker_reads_the_result_line_and_reports_failures(tmp_path, monkeyp
     assert "boom: bad spec" in bad["error"]
 
 
+@pytest.mark.slow
 def test_plain_flax_peer_is_a_resnet50():
     # The textbook peer must do the same work as jaxcnn's resnet50: the same parameter count
     # (torchvision's 25,557,032 at 1000 classes), and a step that maps a state to a state.

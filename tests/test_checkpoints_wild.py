@@ -207,6 +207,7 @@ class _Unsafe:
 # ---------------------------------------------------------------- names and reports
 
 
+@pytest.mark.slow
 def test_rename_rules_and_the_closest_candidate_report(torch):
     net = _tv_resnet18(torch)
     sd = {k.replace("fc.", "head.").replace("layer", "stage"): v for k, v in

@@ -95,6 +95,7 @@ def test_safetensors_and_npz_work_without_torch(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_model_round_trip_is_exact(torch):
     model = jaxcnn.create_model("resnet18", num_classes=5)
     variables = jax.jit(lambda x: model.init(jax.random.key(0), x))(np.zeros((1, 32, 32, 3)))
@@ -179,6 +180,7 @@ def test_load_weights_refuses_complex_arrays(tmp_path, suffix):
         convert.load_weights(path)
 
 
+@pytest.mark.slow
 def test_from_torch_refuses_complex_weights_instead_of_dropping_the_imaginary_part(torch):
     model = jaxcnn.create_model("lenet5")
     variables = jax.jit(lambda x: model.init(jax.random.key(0), x))(np.zeros((1, 32, 32, 1)))

@@ -29,6 +29,7 @@ def _lenet_file(torch, path, channels=1, seed=0):
     return model, v
 
 
+@pytest.mark.slow
 def test_evaluate_equals_a_direct_computation_on_the_digits(torch, tmp_path):
     model, v = _lenet_file(torch, tmp_path / "lenet.ckpt")
     res = evaluate_weights(tmp_path / "lenet.ckpt", model="lenet5", data="digits", batch_size=100)

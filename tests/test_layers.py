@@ -118,6 +118,7 @@ def test_check_input(shape, match):
     layers.check_input(jnp.zeros((1, 4, 5, 3)), "net", channels=3, min_size=(4, 5))
 
 
+@pytest.mark.slow
 def test_pool_and_lrn_layers_are_the_ops():
     x = jax.random.normal(jax.random.key(0), (2, 9, 7, 6))
 

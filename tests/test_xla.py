@@ -119,6 +119,7 @@ def test_initialisation_under_run_once_options_is_bit_identical(name, shape):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_engine_compiles_with_them_and_results_match_xla_defaults(monkeypatch):
     # The option changes which kernels run, not what is computed: training steps of LeNet-5
     # (convolutions, pools, dense layers, tanh: smooth, so rounding differences stay rounding
@@ -150,6 +151,7 @@ def test_engine_compiles_with_them_and_results_match_xla_defaults(monkeypatch):
         assert np.abs(on - off).max() <= 1e-5 * np.abs(off).max()
 
 
+@pytest.mark.slow
 def test_engine_steps_are_compiled_without_those_fusions(monkeypatch):
     # What the option is for: the compiled train and eval steps contain no YNNPACK fusion.
     # The control (options off) shows the check can fail, where this jaxlib fuses by default.

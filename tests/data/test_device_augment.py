@@ -304,6 +304,7 @@ def test_rotation_scale_flip_pca_and_jitter_distributions():
     assert len(perms) == 6 and np.all(np.abs(counts / 4000 - 1 / 6) < 0.03)
 
 
+@pytest.mark.slow
 def test_rrc_boxes_follow_torchvision():
     height, width, n = 40, 60, 3000
     box = np.asarray(
@@ -434,6 +435,7 @@ def test_augment_batch_under_jit_equals_eager(kw):
         assert np.mean(np.abs(jitted - eager) <= 1e-4) >= 0.999
 
 
+@pytest.mark.slow
 def test_augment_batch_traces_once_and_is_a_function_of_the_key():
     kw = dict(random_resized_crop=True, hflip=True, pca_lighting=0.1, color_jitter=0.4)
     spec = _spec(input_hw=(36, 40), source_channels=3, channels=3, mean=MEAN3, std=STD3, **kw)

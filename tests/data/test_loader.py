@@ -201,6 +201,7 @@ def test_eval_covers_every_example_once():
         np.testing.assert_array_equal(np.concatenate(seen_labels)[:359], src.labels)
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_batches():
     """grain worker processes: same stream, same state semantics."""
     ref = make(AUGMENTED, batch_size=64)

@@ -201,6 +201,7 @@ def test_the_loader_yields_the_generated_examples(data_dir):
         assert train[img.tobytes()] == label
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_the_prepared_builder(data_dir, tmp_path):
     res = train_and_evaluate(bars_config(data_dir), tmp_path / "run")
     assert res["step"] == 30 and not res["preempted"]

@@ -68,6 +68,7 @@ def test_alexnet_2012_param_count_per_layer():
     }
 
 
+@pytest.mark.slow
 def test_alexnet_parity(torch):
     from torchvision.models import alexnet
 
@@ -131,6 +132,7 @@ def test_alexnet_2012_input_range_follows_from_the_geometry():
             _abstract_init("alexnet_2012", h, w)
 
 
+@pytest.mark.slow
 def test_alexnet_2012_paper_initialisation(alexnet_2012_variables):
     params = alexnet_2012_variables["params"]
     for layer, bias in [("conv1", 0), ("conv2", 1), ("conv3", 0), ("conv4", 1), ("conv5", 1)]:

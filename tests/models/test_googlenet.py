@@ -123,6 +123,7 @@ def test_googlenet_2014_hand_sum_of_table_1():
         ({"transform_input": True}, [(75, 83)]),
     ],
 )
+@pytest.mark.slow
 def test_googlenet_parity(torch, kwargs, sizes):
     worst = assert_parity(
         torch,
@@ -136,6 +137,7 @@ def test_googlenet_parity(torch, kwargs, sizes):
     assert worst < ATOL
 
 
+@pytest.mark.slow
 def test_googlenet_train_mode_matches_torch(torch):
     """Training mode with dropout off: all three outputs and the BatchNorm updates match.
 
@@ -239,6 +241,7 @@ def test_bfloat16_computation_float32_outputs():
 # ----------------------------------------------------------------------------- googlenet_2014
 
 
+@pytest.mark.slow
 def test_googlenet_2014_shapes_and_training_outputs():
     model = jaxcnn.create_model("googlenet_2014", num_classes=10, aux_logits=True)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 224, 224, 3)), jnp.float32)

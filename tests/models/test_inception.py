@@ -267,6 +267,7 @@ def test_output_shapes_and_dtypes(config):
 # --- initialisation --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_inception_v3_init_matches_torchvision(torch):
     """trunc_normal(std 0.1) for convolutions, 0.001 for AuxLogits.fc, BN 1 / 0.
 

@@ -125,6 +125,7 @@ def test_num_classes(name):
     assert params["fc3" if name == "lenet5" else "output"]["kernel"].shape == (84, 7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_backward(name, variables):
     model, variables = jaxcnn.create_model(name), variables[name]
@@ -163,6 +164,7 @@ def test_table_i():
     assert len(ours) == 60
 
 
+@pytest.mark.slow
 def test_c3_connectivity_through_the_gradient(variables):
     """d c3[..., j] / d s2[..., i] is exactly zero iff Table I does not connect i to j."""
     c3 = TableConv(C3_TABLE, 5)

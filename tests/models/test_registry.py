@@ -33,6 +33,7 @@ def test_parameter_count(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+@pytest.mark.slow
 def test_forward_backward(name):
     """A training step at a small valid input: finite outputs, every parameter gets a gradient.
 

@@ -128,6 +128,7 @@ def _torch_logit_scale(torch, torch_model, size, seed=0):
 
 
 @pytest.mark.parametrize("name", IMAGENET)
+@pytest.mark.slow
 def test_parity_with_torchvision(torch, name):
     torch_model = _torch_reference(torch, name)
     num_params = sum(p.numel() for p in torch_model.parameters())
@@ -145,6 +146,7 @@ def test_parity_with_torchvision(torch, name):
         print(f"{name} {size}: max |diff| {worst:.3g}, logit scale {scale:.3g}")
 
 
+@pytest.mark.slow
 def test_train_mode_batchnorm_matches_torch(torch):
     """One training-mode forward of resnet18: same logits and same updated statistics."""
     torch_model = _torch_reference(torch, "resnet18")
@@ -198,6 +200,7 @@ def _bn_scales(params, prefix=()):
 
 
 @pytest.mark.parametrize(("name", "last_bn"), [("resnet50", "bn3"), ("resnet20", "bn2")])
+@pytest.mark.slow
 def test_zero_init_residual(name, last_bn):
     """Both block types and both model classes (resnet18 is left out: `ResNet` passes the
     option to `BasicBlock` as to `Bottleneck`, and a real init costs ~60 XLA compilations)."""
@@ -300,6 +303,7 @@ def test_bad_shortcut_option():
 # --- forward, dtype and input checks --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cifar_forward_and_dtype():
     variables = _init("resnet20")
     x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))

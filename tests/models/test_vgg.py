@@ -124,6 +124,7 @@ def vgg11_bn_variables():
     return jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
 
 
+@pytest.mark.slow
 def test_torchvision_initialisation(vgg11_bn_variables):
     """kaiming_normal(fan_out, relu) convolutions, N(0, 0.01) linears, zero biases, BN 1/0."""
     params = vgg11_bn_variables["params"]

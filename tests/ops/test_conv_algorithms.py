@@ -239,6 +239,7 @@ def test_gradients_match_xla(x64, algorithm):
 
 # The public algorithms; "winograd_f2" is the same code as "winograd" (= F(4x4)) with other
 # constant matrices, and its first-order gradients are checked above.
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["im2col", "winograd", "fft"])
 def test_second_order_gradients(x64, algorithm):
     # Convolution is bilinear in (x, w), so its second derivatives (the x-w cross terms) are

@@ -160,6 +160,7 @@ def test_gradients_match_torch(x64, torch):
     np.testing.assert_allclose(gw, wtt.grad.numpy().transpose(2, 3, 0, 1), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_second_order_and_jit(x64):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 3, 4, 2))

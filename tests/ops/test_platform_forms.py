@@ -179,6 +179,7 @@ def test_max_pool_xla_form_differs_only_where_documented(x64):
     assert pooling._route_xla(x, g, win=win).ravel().tolist() != [0, 0, 1, 0]
 
 
+@pytest.mark.slow
 def test_max_pool_forward_mode_and_vmap(x64, torch):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 7, 8, 2))

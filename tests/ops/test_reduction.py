@@ -116,6 +116,7 @@ def test_batch_norm_matches_torch_float32(torch):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_batch_norm_gradients_of_every_output_any_order(x64):
     # Gradients through y, mean and var, forward and reverse, to second order.
     rng = np.random.default_rng(4)

@@ -322,6 +322,7 @@ def _flip(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_falls_back(tmp_path, reference, damage, caplog):
     """The newest checkpoint damaged: resume says which one it skipped and why, in one line,
     keeps it aside, and continues from the one before, ending bitwise on the reference."""
@@ -349,6 +350,7 @@ def test_stray_directory_is_set_aside(tmp_path, reference, caplog):
     assert reference.check_finished(wd) == []
 
 
+@pytest.mark.slow
 def test_damaged_best_is_republished(tmp_path, reference):
     wd = _finished_copy(tmp_path, reference)
     shutil.rmtree(wd / "checkpoints" / str(STEPS))  # resume from 36, which names best 36
@@ -358,6 +360,7 @@ def test_damaged_best_is_republished(tmp_path, reference):
     assert (wd / "best" / f"{reference.best}.damaged").is_dir()
 
 
+@pytest.mark.slow
 def test_falling_back_past_the_best_sets_the_newer_best_aside(tmp_path, reference):
     """The two newest checkpoints damaged: resume from the third, whose best-tracking names
     an older best; best/ of the step to be retrained is kept aside, then published again."""
@@ -371,6 +374,7 @@ def test_falling_back_past_the_best_sets_the_newer_best_aside(tmp_path, referenc
 
 
 # ------------------------------------------------------------------------ NaN guard
+@pytest.mark.slow
 def test_non_finite_parameters_are_never_checkpointed(tmp_path, monkeypatch):
     """The loss at a step is finite but the update it made is not (as at a learning rate of
     1e6): the save of that step is refused, and the error names the newest checkpoint,
@@ -410,6 +414,7 @@ def test_a_locked_workdir_is_refused_untouched(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lock"]
 
 
+@pytest.mark.slow
 def test_a_stale_lock_is_taken_over(tmp_path, caplog):
     (tmp_path / "lock").write_text(
         json.dumps({"pid": 2**22 + 1, "host": "elsewhere", "started": "2026-01-01T00:00:00"})

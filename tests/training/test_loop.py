@@ -65,6 +65,7 @@ def assert_bitwise_equal(a: dict, b: dict):
         assert np.array_equal(x, y), f"{jax.tree_util.keystr(path)} differs"
 
 
+@pytest.mark.slow
 def test_run_writes_everything(tmp_path):
     res = train_and_evaluate(small_config(), tmp_path)
     assert res["step"] == 66 and not res["preempted"]
@@ -123,6 +124,7 @@ def test_device_augmentation_is_the_train_steps_first_act():
     assert not np.allclose(np.asarray(seen), device_augment.augment_batch(images, other, spec))
 
 
+@pytest.mark.slow
 def test_host_augmentation_still_trains(tmp_path):
     res = train_and_evaluate(small_config(num_epochs=1.0, **{"data.augment_on": "host"}), tmp_path)
     assert res["step"] == 22 and res["eval_top1"] > 0.5
@@ -138,6 +140,7 @@ def test_changed_config_is_refused(tmp_path):
     assert (tmp_path / "config.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
     # The learning rate warms up to an absurd value: the loss diverges after a few epochs.
     cfg = small_config(
@@ -157,6 +160,7 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(arrays["params"]))
 
 
+@pytest.mark.slow
 def test_sigterm_right_after_a_checkpoint(tmp_path, monkeypatch):
     """A stop requested at a step that was just checkpointed must not save it twice."""
     from jaxcnn.training import loop
@@ -169,6 +173,7 @@ def test_sigterm_right_after_a_checkpoint(tmp_path, monkeypatch):
     assert res["step"] == 66 and not res["preempted"]
 
 
+@pytest.mark.slow
 def test_tfds_mock_mnist_one_epoch(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")  # part of the install
     cfg = small_config(
@@ -230,6 +235,7 @@ def uninterrupted(tmp_path_factory):
     return final_arrays(wd)
 
 
+@pytest.mark.slow
 def test_sigterm_then_rerun_resumes_bitwise(tmp_path, uninterrupted):
     """`python -m train` stopped the way schedulers stop it, then run again. (A SIGKILL at
     any moment is tests/training/test_faults.py's subject: 20 random kills, each resumed
@@ -269,6 +275,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     """Two CPU processes (one device each, gloo collectives) vs one process with one device,
     same global batch: the same final parameters up to float summation order."""

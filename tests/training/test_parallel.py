@@ -34,6 +34,7 @@ def run_with_devices(script: Path, n: int, *args: str, timeout: int = 600) -> st
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_jit_and_pmap_match_one_device():
     out = json.loads(run_with_devices(Path(__file__).with_name("multidevice_check.py"), 4))
     assert out["devices"] == 4

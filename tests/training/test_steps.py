@@ -147,6 +147,7 @@ def test_train_step_matches_torch(torch, eps):
     assert int(state.batch_stats["bn"]["num_batches_tracked"]) == 3
 
 
+@pytest.mark.slow
 def test_lr_scale_scales_the_update():
     model = Tiny()
     x = {"image": np.ones((4, 6, 6, 2), np.float32), "label": np.arange(4)}
@@ -191,6 +192,7 @@ def test_eval_step_masks_padding():
     assert float(full["top1_correct"]) == float(np.sum(np.argmax(logits, -1) == y[:4]))
 
 
+@pytest.mark.slow
 def test_dropout_uses_the_step_key():
     """Different keys give different dropout masks; the same key the same step."""
     import jaxcnn

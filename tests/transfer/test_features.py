@@ -18,6 +18,7 @@ def lenet():
     return model, jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
 
 
+@pytest.mark.slow
 def test_features_equal_a_manual_forward_pass(lenet):
     model, v = lenet
     x = np.random.default_rng(0).standard_normal((37, 32, 32, 1)).astype(np.float32)

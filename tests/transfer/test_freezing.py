@@ -126,6 +126,7 @@ class _OneBN(jaxcnn.layers.nn.Module):
         return layers.BatchNorm(name="bn")(x, train=train)
 
 
+@pytest.mark.slow
 def test_train_step_keeps_frozen_parameters_and_statistics_bit_identical():
     """Several real steps of ResNet-20 with the stem and the first stage frozen."""
     model = jaxcnn.create_model("resnet20", num_classes=10)

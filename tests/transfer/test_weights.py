@@ -56,6 +56,7 @@ def test_load_pretrained_matches_torchvision(resnet18_files, suffix):
     assert int(variables["batch_stats"]["bn1"]["num_batches_tracked"]) == 7
 
 
+@pytest.mark.slow
 def test_load_pretrained_with_a_new_head(resnet18_files):
     key = jax.random.key(3)
     _, kept = transfer.load_pretrained("resnet18", resnet18_files["pth"])
@@ -112,6 +113,7 @@ def test_mismatched_architecture_names_the_keys(resnet18_files):
         transfer.load_pretrained("resnet18", 42)
 
 
+@pytest.mark.slow
 def test_googlenet_file_with_auxiliary_heads_says_how_to_load_it(torch):
     import torchvision
 
@@ -130,6 +132,7 @@ def test_googlenet_file_with_auxiliary_heads_says_how_to_load_it(torch):
     np.testing.assert_array_equal(p["aux1"]["fc1"]["kernel"], sd["aux1.fc1.weight"].numpy().T)
 
 
+@pytest.mark.slow
 def test_replace_head_keeps_everything_else_and_checks_the_architecture():
     model = jaxcnn.create_model("lenet5", num_classes=10)
     x = jnp.zeros((1, 32, 32, 1))

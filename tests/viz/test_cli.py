@@ -61,6 +61,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 def test_visualize_writes_every_figure(trained_run):
     proc = run_cli(f"--workdir={trained_run}")
     assert proc.returncode == 0, proc.stderr[-3000:]
