@@ -79,6 +79,20 @@ def add_run_options(parser, *, profile_help: str) -> None:
     parser.add_argument("--json", default="", help="append one JSON object per row to this file")
 
 
+def git_commit() -> str | None:
+    """The short hash of the checkout the benchmarks run from (None outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

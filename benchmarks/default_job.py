@@ -29,24 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._perf_common import machine_info, write_jsonl
+from benchmarks._perf_common import git_commit, machine_info, write_jsonl
 
 ACCURACY_BAR = 98.5
 _LINE = re.compile(r"test accuracy: ([0-9.]+)% \((\d+)/(\d+) correct\) in ([0-9.]+) s")
-
-
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def run_once(augment_on: str, *, timeout: float, extra: list[str]) -> dict:
@@ -107,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         **machine_info(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _commit(),
+        "commit": git_commit(),
     }
     rows = []
     for i in range(args.runs):

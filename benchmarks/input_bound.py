@@ -34,19 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._perf_common import machine_info, write_jsonl  # noqa: E402
+from benchmarks._perf_common import git_commit, machine_info, write_jsonl  # noqa: E402
 
 CLASSES = 10
-
-
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        )
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 def _config_flags(args, data: list[str], workdir: str) -> list[str]:
@@ -253,7 +243,7 @@ def main(argv=None) -> int:
         "jpeg_files": args.jpegs,
         **machine_info(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _commit(),
+        "commit": git_commit(),
     }
     rows = [{**info, **r} for r in rows]
     print(f"jpeg / device: {ratio:.2f} ({args.model}, batch {args.batch}, {args.workers} workers)")
