@@ -18,11 +18,13 @@ the valid ones.
     viz.save_figure(viz.plot_top_patches(top, mean, std), "top.png")
 
 Every function returns arrays; the `plot_*` functions draw them as matplotlib Figures
-(object-oriented API, Agg canvas, no pyplot). `python -m train.visualize --workdir=DIR`
-draws the standard set for a trained run.
+(object-oriented API, Agg canvas, no pyplot). `report` writes the standard set for a
+trained run as PNG files (`python -m train.visualize --workdir=DIR` from the command line):
+
+    viz.report("runs/lenet_digits")                     # -> paths under runs/lenet_digits/viz
 
 Modules: `activations` (layers, feature maps, receptive fields), `filters`, `patches`
-(top-k patches), `attribution` (projections, Grad-CAM, occlusion), `plots`.
+(top-k patches), `attribution` (projections, Grad-CAM, occlusion), `plots`, `report`.
 """
 
 from .activations import feature_maps, layer_shapes, receptive_field
@@ -49,6 +51,7 @@ from .plots import (
     save_figure,
     unnormalize,
 )
+from .report import report
 
 __all__ = [
     "Column",
@@ -70,6 +73,7 @@ __all__ = [
     "plot_filters",
     "plot_top_patches",
     "receptive_field",
+    "report",
     "saliency",
     "save_figure",
     "top_patches",
