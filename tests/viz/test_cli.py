@@ -1,8 +1,11 @@
-"""`python -m train.visualize` end to end on a tiny trained run."""
+"""`python -m train.visualize` end to end on a tiny trained run (`trained_run`, conftest.py).
+
+The figures themselves are `jaxcnn.viz.report`'s (test_report.py); here: the flags reach it,
+the paths are printed, and errors exit with status 1 and a message.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,29 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcnn.training import train_and_evaluate
-
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def lenet_digits_config():
-    """train/configs/lenet_digits.py's config, loaded by path as `python -m train` does."""
-    path = ROOT / "train" / "configs" / "lenet_digits.py"
-    spec = importlib.util.spec_from_file_location("_viz_test_lenet_digits", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """One epoch of the default job (about 15 s): a real checkpoint and config.json."""
-    workdir = tmp_path_factory.mktemp("viz_run")
-    config = lenet_digits_config()
-    config.num_epochs = 1.0
-    config.progress = False
-    train_and_evaluate(config, str(workdir))
-    return workdir
 
 
 def run_cli(*args):
@@ -83,3 +64,18 @@ def test_visualize_reports_a_missing_run(tmp_path):
     proc = run_cli(f"--workdir={tmp_path / 'nothing'}")
     assert proc.returncode == 1
     assert "config.json not found" in proc.stderr
+
+
+def test_visualize_reports_a_bad_count(tmp_path):
+    proc = run_cli(f"--workdir={tmp_path}", "--num_units=0")
+    assert proc.returncode == 1
+    assert "`num_units` must be an int >= 1; got 0" in proc.stderr
+
+
+@pytest.mark.slow
+def test_visualize_reports_an_unknown_layer(trained_run, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli(f"--workdir={trained_run}", f"--out={out}", "--layers=conv1,nosuch")
+    assert proc.returncode == 1
+    assert "has no layer 'nosuch'" in proc.stderr and "conv2" in proc.stderr
+    assert not out.exists()
