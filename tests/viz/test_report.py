@@ -37,10 +37,11 @@ def png_size(path) -> tuple[int, int]:
 @pytest.mark.slow
 def test_report_writes_the_default_figures_in_order(trained_run, tmp_path):
     out = tmp_path / "figures"
+    before = sorted(trained_run.rglob("*"))
     written = viz.report(trained_run, out)
     assert written == [str(out / name) for name in DEFAULT]
     assert sorted(os.listdir(out)) == sorted(DEFAULT)
-    assert not (trained_run / "viz").exists()  # out_dir given: nothing under the workdir
+    assert sorted(trained_run.rglob("*")) == before  # out_dir given: nothing in the workdir
     for name, (min_w, min_h) in DEFAULT.items():
         w, h = png_size(out / name)
         assert min_w <= w <= 4000 and min_h <= h <= 4000, (name, (w, h))
