@@ -393,9 +393,9 @@ def _run(cfg: dict, workdir: str, t0: float) -> dict[str, Any]:
     resumed = ckpts.resume(_global_replicated(state.arrays()))
     if c.init_from and resumed is None:
         # Only a run that starts fresh reads init_from: a resumed one restores its own state.
-        from .. import transfer
+        from . import finetune
 
-        init_vars, report = transfer.initialize_from(
+        init_vars, report = finetune.initialize_from(
             c.init_from,
             init_vars,
             model=c.model,
@@ -610,11 +610,11 @@ def _fine_tuning(c: Any, model: Any, input_shape: tuple[int, ...]) -> tuple[tupl
     scaling = bool(c.lr_multipliers) or c.head_lr_multiplier != 1.0
     if not (freezing or scaling):
         return (), None
-    from .. import transfer
+    from . import finetune
 
     frozen = ()
     if freezing:
-        frozen = transfer.frozen_layers(
+        frozen = finetune.frozen_layers(
             model,
             c.freeze,
             all_but_last=None if c.freeze_all_but_last < 0 else c.freeze_all_but_last,
@@ -623,7 +623,7 @@ def _fine_tuning(c: Any, model: Any, input_shape: tuple[int, ...]) -> tuple[tupl
         log.info("frozen layers: %s", ", ".join(frozen))
     multipliers = None
     if scaling:
-        multipliers = transfer.lr_multipliers(
+        multipliers = finetune.lr_multipliers(
             model,
             c.lr_multipliers,
             head_multiplier=c.head_lr_multiplier,
