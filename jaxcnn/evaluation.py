@@ -36,7 +36,7 @@ def _is_workdir(path: Any) -> bool:
 
 def _data_config(data: str, split: str, data_dir: str | None) -> tuple[dict, str]:
     """The `data` section reading `split` of `data` for evaluation, and a description."""
-    cfg = dict(data_lib.DATA_DEFAULTS)
+    cfg = data_lib.DataConfig().to_dict()
     cfg.update(train_split=split, eval_split=split, worker_count=0, prefetch=0)
     if data == "digits":
         cfg.update(source="digits")
@@ -95,7 +95,7 @@ def evaluate_weights(
       preset: a `jaxcnn.data.PRESETS` name ("imagenet", "cifar10", "mnist", ...).
       data_dir: TFDS data_dir.
       image_size, eval_resize, channels, mean, std: preprocessing overrides (see the
-        `data` keys of `jaxcnn.training.config.DEFAULTS`).
+        fields of `jaxcnn.data.DataConfig`).
       batch_size: examples per evaluation batch.
       rename: extra ``(regex, replacement)`` key rules (`jaxcnn.convert.from_torch`).
       json_path: also write the result there as JSON (atomically).

@@ -5,12 +5,13 @@ imported by the functions that use them.
 
 Sources (random access, ``src[i] -> {"image": uint8 (H, W, C), "label": int}``): `digits`
 (the bundled default, offline), `ArraySource`, `tfds_source`, `ImageFolder`, `synthetic`.
-Augmentation: `jaxcnn.data.augment`. Loaders: `create_datasets`. Evaluation presets
-(`preset("imagenet")`, ...) and `imagenet_classes()`: `jaxcnn.data.presets`.
+Augmentation: `jaxcnn.data.augment`. Loaders: `create_datasets`, configured by `DataConfig`.
+Evaluation presets (`preset("imagenet")`, ...) and `imagenet_classes()`: `jaxcnn.data.presets`.
 """
 
 from . import augment
-from .loader import DATA_DEFAULTS, Datasets, EvalLoader, TrainIterator, TrainLoader, create_datasets
+from .config import DataConfig
+from .loader import Datasets, EvalLoader, TrainIterator, TrainLoader, create_datasets
 from .presets import PRESETS, imagenet_classes, preset
 from .sources import (
     ArraySource,
@@ -24,9 +25,9 @@ from .sources import (
 )
 
 __all__ = [
-    "DATA_DEFAULTS",
     "PRESETS",
     "ArraySource",
+    "DataConfig",
     "Datasets",
     "EvalLoader",
     "ImageFolder",

@@ -43,6 +43,7 @@ import numpy as np
 
 from . import augment
 from .augment import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, LUMA_WEIGHTS, _pair
+from .config import DataConfig
 
 __all__ = [
     "AugmentSpec",
@@ -750,7 +751,7 @@ def normalize(x, mean, std, *, channels: int | None = None):
 class AugmentSpec:
     """The static description of a batch's train and eval transforms (hashable).
 
-    Field names follow the `data` config section (`jaxcnn.training.config.DEFAULTS`); use
+    Field names follow the `data` config section (`jaxcnn.data.DataConfig`); use
     `from_config` to build one from it.
 
     Attributes:
@@ -866,9 +867,9 @@ class AugmentSpec:
         channels: int | None,
         input_hw,
     ) -> AugmentSpec:
-        """The spec of a `data` config section (ConfigDict, mapping or attribute object).
+        """The spec of a `data` config section (`DataConfig`, ConfigDict or mapping).
 
-        Missing keys take their defaults (`jaxcnn.data.DATA_DEFAULTS`); ``color_jitter`` is a
+        Missing keys take their defaults (`jaxcnn.data.DataConfig`); ``color_jitter`` is a
         (brightness, contrast, saturation) triple or one number for all three.
 
         Args:
@@ -881,40 +882,22 @@ class AugmentSpec:
         Returns:
           `AugmentSpec`.
         """
-        # Imported here: the loader may in turn import this module.
-        from .loader import DATA_DEFAULTS
-
-        if hasattr(data_cfg, "to_dict"):  # ml_collections.ConfigDict
-            given = dict(data_cfg.to_dict())
-        elif isinstance(data_cfg, Mapping):
-            given = dict(data_cfg)
-        elif hasattr(data_cfg, "__dict__"):
-            given = {k: v for k, v in vars(data_cfg).items() if not k.startswith("_")}
-        else:
-            raise TypeError(
-                f"data_cfg must be the `data` config section (a ConfigDict, mapping or object "
-                f"with attributes); got {type(data_cfg).__name__}"
-            )
-        known = set(DATA_DEFAULTS)
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise ValueError(f"data_cfg has unknown keys {unknown}; known keys: {sorted(known)}")
-        cfg: dict[str, Any] = {**DATA_DEFAULTS, **given}
+        cfg = DataConfig.from_any(data_cfg)
         return cls(
-            image_size=cfg["image_size"],
+            image_size=cfg.image_size,
             input_hw=tuple(input_hw),
             source_channels=source_channels,
             channels=channels,
             mean=tuple(mean),
             std=tuple(std),
-            eval_resize=cfg["eval_resize"],
-            random_crop_padding=cfg["random_crop_padding"],
-            random_rotation=cfg["random_rotation"],
-            random_scale=cfg["random_scale"],
-            random_resized_crop=cfg["random_resized_crop"],
-            hflip=cfg["hflip"],
-            pca_lighting=cfg["pca_lighting"],
-            color_jitter=cfg["color_jitter"],
+            eval_resize=cfg.eval_resize,
+            random_crop_padding=cfg.random_crop_padding,
+            random_rotation=cfg.random_rotation,
+            random_scale=cfg.random_scale,
+            random_resized_crop=cfg.random_resized_crop,
+            hflip=cfg.hflip,
+            pca_lighting=cfg.pca_lighting,
+            color_jitter=cfg.color_jitter,
         )
 
     @property

@@ -35,38 +35,11 @@ from typing import Any
 import numpy as np
 
 from . import augment, host_resize
+from .config import DataConfig
 from .sources import ArraySource, Source
 
-__all__ = ["DATA_DEFAULTS", "Datasets", "EvalLoader", "TrainIterator", "TrainLoader"]
+__all__ = ["DataConfig", "Datasets", "EvalLoader", "TrainIterator", "TrainLoader"]
 
-# The `data` section of `jaxcnn.training.config.DEFAULTS`, repeated here because data is a
-# lower layer than training and must not import it; a test keeps the two equal.
-DATA_DEFAULTS: dict[str, Any] = {
-    "source": "digits",
-    "name": "",
-    "data_dir": None,
-    "train_split": "train",
-    "eval_split": "test",
-    "image_size": 32,
-    "channels": None,
-    "eval_resize": 0,
-    "random_crop_padding": 0,
-    "random_rotation": 0.0,
-    "random_scale": 0.0,
-    "random_resized_crop": False,
-    "hflip": False,
-    "pca_lighting": 0.0,
-    "color_jitter": (0.0, 0.0, 0.0),
-    "mean": None,
-    "std": None,
-    "num_classes": 0,
-    "skip_corrupt": False,
-    "synthetic_examples": 1024,
-    "worker_count": 0,
-    "prefetch": 2,
-    "augment_on": "device",
-    "host_resize": "auto",
-}
 SOURCES = ("digits", "tfds", "folder", "synthetic")
 AUGMENT_ON = ("device", "host")
 
@@ -79,27 +52,6 @@ _STREAM_BATCHES = 1 << 40
 
 
 # ----------------------------------------------------------------------------- configuration
-
-
-def _config_dict(data_cfg) -> dict[str, Any]:
-    """The `data` section as a dict: defaults for missing keys, an error for unknown ones."""
-    if hasattr(data_cfg, "to_dict"):  # ml_collections.ConfigDict
-        given = dict(data_cfg.to_dict())
-    elif isinstance(data_cfg, Mapping):
-        given = dict(data_cfg)
-    elif hasattr(data_cfg, "__dict__"):  # SimpleNamespace, dataclass, ...
-        given = {k: v for k, v in vars(data_cfg).items() if not k.startswith("_")}
-    else:
-        raise TypeError(
-            f"data_cfg must be the `data` config section (a ConfigDict, mapping or object with "
-            f"attributes); got {type(data_cfg).__name__}"
-        )
-    unknown = sorted(set(given) - set(DATA_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"data_cfg has unknown keys {unknown}; known keys: {sorted(DATA_DEFAULTS)}"
-        )
-    return {**DATA_DEFAULTS, **given}
 
 
 def _jitter(value) -> tuple[float, float, float]:
@@ -119,8 +71,8 @@ def _jitter(value) -> tuple[float, float, float]:
     return tuple(float(v) for v in value)
 
 
-def _int(cfg: dict, key: str, minimum: int) -> int:
-    value = cfg[key]
+def _int(cfg: DataConfig, key: str, minimum: int) -> int:
+    value = getattr(cfg, key)
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"data.{key} must be an int >= {minimum}; got {value!r}")
     return int(value)
@@ -171,17 +123,19 @@ class _Transform:
     on the accelerator (`jaxcnn.data.device_augment`), inside the compiled train step.
     """
 
-    def __init__(self, cfg: dict, source_channels: int, channels: int, mean, std, device=False):
+    def __init__(
+        self, cfg: DataConfig, source_channels: int, channels: int, mean, std, device=False
+    ):
         self.device = bool(device)
-        self.size = cfg["image_size"]
-        self.eval_resize = cfg["eval_resize"]
-        self.padding = cfg["random_crop_padding"]
-        self.rotation = float(cfg["random_rotation"])
-        self.scale = float(cfg["random_scale"])
-        self.rrc = bool(cfg["random_resized_crop"])
-        self.flip = bool(cfg["hflip"])
-        self.pca = float(cfg["pca_lighting"])
-        self.jitter = _jitter(cfg["color_jitter"])
+        self.size = cfg.image_size
+        self.eval_resize = cfg.eval_resize
+        self.padding = cfg.random_crop_padding
+        self.rotation = float(cfg.random_rotation)
+        self.scale = float(cfg.random_scale)
+        self.rrc = bool(cfg.random_resized_crop)
+        self.flip = bool(cfg.hflip)
+        self.pca = float(cfg.pca_lighting)
+        self.jitter = _jitter(cfg.color_jitter)
         self.source_channels = source_channels
         self.channels = channels
         self.mean = np.asarray(mean, np.float32)
@@ -196,7 +150,7 @@ class _Transform:
         # (else a plain resize), and the backend that resamples to it (`host_resize`), chosen
         # here so that worker processes use the same one.
         self.common_crop = bool(self.eval_resize or self.rrc)
-        backend = cfg["host_resize"]
+        backend = cfg.host_resize
         self.host_resize = host_resize.choose_backend(backend) if self.device else None
 
     @property
@@ -744,33 +698,33 @@ class Datasets:
         return f"Datasets({self.description})"
 
 
-def _build_sources(cfg: dict, *, channels: int | None, pca: float):
+def _build_sources(cfg: DataConfig, *, channels: int | None, pca: float):
     from . import sources
 
-    kind = cfg["source"]
+    kind = cfg.source
     if kind == "digits":
-        return sources.digits(cfg["train_split"]), sources.digits(cfg["eval_split"])
+        return sources.digits(cfg.train_split), sources.digits(cfg.eval_split)
     if kind == "tfds":
-        name = cfg["name"]
+        name = cfg.name
         if not isinstance(name, str) or not name:
             raise ValueError('data.name must be a TFDS data set name when data.source == "tfds"')
-        kw = {"data_dir": cfg["data_dir"]}
-        train = sources.tfds_source(name, cfg["train_split"], **kw)
-        return train, sources.tfds_source(name, cfg["eval_split"], **kw)
+        kw = {"data_dir": cfg.data_dir}
+        train = sources.tfds_source(name, cfg.train_split, **kw)
+        return train, sources.tfds_source(name, cfg.eval_split, **kw)
     if kind == "folder":
         import os
 
-        root = cfg["name"]
+        root = cfg.name
         if not isinstance(root, (str, os.PathLike)) or not os.fspath(root):
             raise ValueError('data.name must be the folder root when data.source == "folder"')
         # Decode straight to grey when grey is wanted, unless PCA lighting needs RGB first.
         mode = "L" if channels == 1 and not pca else "RGB"
-        skip = bool(cfg["skip_corrupt"])
+        skip = bool(cfg.skip_corrupt)
         train = sources.ImageFolder(
-            os.path.join(root, cfg["train_split"]), skip_corrupt=skip, mode=mode
+            os.path.join(root, cfg.train_split), skip_corrupt=skip, mode=mode
         )
         evaluation = sources.ImageFolder(
-            os.path.join(root, cfg["eval_split"]),
+            os.path.join(root, cfg.eval_split),
             skip_corrupt=skip,
             mode=mode,
             classes=train.classes,
@@ -779,14 +733,14 @@ def _build_sources(cfg: dict, *, channels: int | None, pca: float):
     if kind == "synthetic":
         n = _int(cfg, "synthetic_examples", 1)
         c = channels or 3
-        k = cfg["num_classes"] or 1000
-        shape = (cfg["image_size"], cfg["image_size"], c)
+        k = cfg.num_classes or 1000
+        shape = (cfg.image_size, cfg.image_size, c)
         return sources.synthetic(n, shape, k, seed=0), sources.synthetic(n, shape, k, seed=1)
     raise ValueError(f"data.source must be one of {SOURCES}; got {kind!r}")
 
 
 def create_datasets(
-    data_cfg,
+    data_cfg: DataConfig | Any,
     *,
     seed: int,
     batch_size: int,
@@ -814,9 +768,9 @@ def create_datasets(
     from seed 0 and the evaluation split from seed 1, independently of ``seed``).
 
     Args:
-      data_cfg: the `data` section of the training config (see
-        `jaxcnn.training.config.DEFAULTS`): a ConfigDict, mapping or attribute object;
-        missing keys take their defaults.
+      data_cfg: the `data` section of the training config: a `DataConfig` (every key, its
+        default and meaning), or a ConfigDict or mapping of its keys (missing keys take their
+        defaults).
       seed: non-negative int; the data order and augmentation are functions of it.
       batch_size: global training batch size G, divisible by process_count.
       eval_batch_size: global evaluation batch size, divisible by process_count.
@@ -826,7 +780,7 @@ def create_datasets(
     Returns:
       `Datasets`.
     """
-    cfg = _config_dict(data_cfg)
+    cfg = DataConfig.from_any(data_cfg)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int; got {seed!r}")
     seed = int(seed)
@@ -846,29 +800,29 @@ def create_datasets(
     eval_local = _local_batch(eval_batch_size, process_count, "eval_batch_size")
 
     # Static checks, before any data is touched.
-    if cfg["source"] not in SOURCES:
-        raise ValueError(f"data.source must be one of {SOURCES}; got {cfg['source']!r}")
-    if cfg["augment_on"] not in AUGMENT_ON:
-        raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}; got {cfg['augment_on']!r}")
-    if cfg["host_resize"] not in ("auto", *host_resize.BACKENDS):
+    if cfg.source not in SOURCES:
+        raise ValueError(f"data.source must be one of {SOURCES}; got {cfg.source!r}")
+    if cfg.augment_on not in AUGMENT_ON:
+        raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}; got {cfg.augment_on!r}")
+    if cfg.host_resize not in ("auto", *host_resize.BACKENDS):
         raise ValueError(
             f"data.host_resize must be one of {('auto', *host_resize.BACKENDS)}; "
-            f"got {cfg['host_resize']!r}"
+            f"got {cfg.host_resize!r}"
         )
-    _jitter(cfg["color_jitter"])
+    _jitter(cfg.color_jitter)
     size = _int(cfg, "image_size", 1)
     eval_resize = _int(cfg, "eval_resize", 0)
     padding = _int(cfg, "random_crop_padding", 0)
     _int(cfg, "num_classes", 0)
     worker_count = _int(cfg, "worker_count", 0)
     prefetch = _int(cfg, "prefetch", 0)
-    channels = cfg["channels"]
+    channels = cfg.channels
     if channels not in (None, 1, 3):
         raise ValueError(f"data.channels must be None, 1 or 3; got {channels!r}")
-    pca = cfg["pca_lighting"]
+    pca = cfg.pca_lighting
     if not isinstance(pca, (int, float)) or isinstance(pca, bool) or pca < 0:
         raise ValueError(f"data.pca_lighting must be a float >= 0; got {pca!r}")
-    rotation, scale = cfg["random_rotation"], cfg["random_scale"]
+    rotation, scale = cfg.random_rotation, cfg.random_scale
     if (
         not isinstance(rotation, (int, float))
         or isinstance(rotation, bool)
@@ -877,7 +831,7 @@ def create_datasets(
         raise ValueError(f"data.random_rotation must be degrees in [0, 180]; got {rotation!r}")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 <= scale < 1:
         raise ValueError(f"data.random_scale must be a float in [0, 1); got {scale!r}")
-    if cfg["random_resized_crop"] and padding:
+    if cfg.random_resized_crop and padding:
         raise ValueError(
             "data.random_resized_crop and data.random_crop_padding are alternatives; got both "
             f"(random_crop_padding={padding})"
@@ -899,7 +853,7 @@ def create_datasets(
     out_c = channels or src_c
     if out_c != src_c and src_c not in (1, 3):
         raise ValueError(f"data.channels={channels} needs a 1- or 3-channel source; got {src_c}")
-    if any(_jitter(cfg["color_jitter"])) and src_c not in (1, 3):
+    if any(_jitter(cfg.color_jitter)) and src_c not in (1, 3):
         raise ValueError(
             f"data.color_jitter needs 1- or 3-channel images; {train_src.name} has {src_c}"
         )
@@ -908,13 +862,13 @@ def create_datasets(
             f"data.pca_lighting needs RGB images; {train_src.name} has {src_c} channel(s)"
         )
     num_classes = train_src.num_classes
-    if cfg["num_classes"]:
-        if cfg["num_classes"] < max(train_src.num_classes, eval_src.num_classes):
+    if cfg.num_classes:
+        if cfg.num_classes < max(train_src.num_classes, eval_src.num_classes):
             raise ValueError(
-                f"data.num_classes ({cfg['num_classes']}) is smaller than the source's "
+                f"data.num_classes ({cfg.num_classes}) is smaller than the source's "
                 f"{max(train_src.num_classes, eval_src.num_classes)} classes"
             )
-        num_classes = int(cfg["num_classes"])
+        num_classes = int(cfg.num_classes)
     elif eval_src.num_classes > num_classes:
         num_classes = eval_src.num_classes
     if len(train_src) == 0 or len(eval_src) == 0:
@@ -925,14 +879,14 @@ def create_datasets(
 
     mean = _convert_stats(train_src.mean, out_c, is_std=False)
     std = _convert_stats(train_src.std, out_c, is_std=True)
-    if cfg["mean"] is not None:
-        mean = _user_stats(cfg["mean"], "mean", out_c)
-    if cfg["std"] is not None:
-        std = _user_stats(cfg["std"], "std", out_c)
+    if cfg.mean is not None:
+        mean = _user_stats(cfg.mean, "mean", out_c)
+    if cfg.std is not None:
+        std = _user_stats(cfg.std, "std", out_c)
         if min(std) <= 0:
-            raise ValueError(f"data.std must be positive; got {cfg['std']!r}")
+            raise ValueError(f"data.std must be positive; got {cfg.std!r}")
 
-    device = cfg["augment_on"] == "device"
+    device = cfg.augment_on == "device"
     transform = _Transform(cfg, src_c, out_c, mean, std, device=device)
     spec = None
     if device:

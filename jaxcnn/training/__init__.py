@@ -1,17 +1,30 @@
 """The training engine: state, pure steps, parallelism, checkpoints, metrics and the loop.
 
-    from jaxcnn.training import train_and_evaluate, default_config
-    config = default_config()          # LeNet-5 on the bundled digits
-    result = train_and_evaluate(config, "runs/lenet_digits")
+    from jaxcnn.training import DataConfig, TrainConfig, train_and_evaluate
+    result = train_and_evaluate(TrainConfig(), "runs/lenet_digits")  # LeNet-5, bundled digits
+    config = TrainConfig(model="resnet18", data=DataConfig(source="tfds", name="cifar10"))
 
-Submodules: `state` (TrainState), `steps` (train_step, eval_step), `optim` (SGD, schedules,
-reduce-on-plateau), `parallel` (jit + mesh, pmap, one device), `checkpoint` (orbax),
-`metrics` (jsonl, TensorBoard, curves.png, progress bar), `loop` (train_and_evaluate).
+Submodules: `config` (TrainConfig and its sections: every key, its default and meaning),
+`engine` (build_engine: config + data -> model, state, schedule, compiled steps), `state`
+(TrainState), `steps` (train_step, eval_step), `optim` (SGD, schedules, reduce-on-plateau),
+`finetune` (frozen layers, per-layer learning rates, init_from), `parallel` (jit + mesh, pmap,
+one device), `checkpoint` (orbax), `metrics` (jsonl, TensorBoard, curves.png, progress bar),
+`loop` (train_and_evaluate).
 Importing this package does not import orbax, grain, TFDS, tqdm or matplotlib.
 """
 
+from ..data.config import DataConfig
 from .checkpoint import CheckpointError, WorkdirInUseError, load_run
-from .config import DEFAULTS, ConfigError, default_config
+from .config import (
+    DEFAULTS,
+    ConfigError,
+    OptimizerConfig,
+    ScheduleConfig,
+    TrainConfig,
+    default_config,
+    parse_config,
+)
+from .engine import Engine, InputSpec, build_engine
 from .loop import NonFiniteLossError, evaluate, train_and_evaluate
 from .optim import Plateau, learning_rate_schedule, make_optimizer
 from .parallel import DataParallel
@@ -22,11 +35,18 @@ __all__ = [
     "DEFAULTS",
     "CheckpointError",
     "ConfigError",
+    "DataConfig",
     "DataParallel",
+    "Engine",
+    "InputSpec",
     "NonFiniteLossError",
+    "OptimizerConfig",
     "Plateau",
+    "ScheduleConfig",
+    "TrainConfig",
     "TrainState",
     "WorkdirInUseError",
+    "build_engine",
     "create_train_state",
     "cross_entropy",
     "default_config",
@@ -35,6 +55,7 @@ __all__ = [
     "learning_rate_schedule",
     "load_run",
     "make_optimizer",
+    "parse_config",
     "topk_correct",
     "train_and_evaluate",
     "train_step",

@@ -1,8 +1,11 @@
 """The training configuration: every key the engine reads, with its default and meaning.
 
-Configs in `train/configs/` start from `default_config()` and override what they change, so
-a key is documented once, here. `train_and_evaluate` accepts any object with these
-attributes (an `ml_collections.ConfigDict`, or the plain mapping `default_config` builds).
+`TrainConfig` (sections `DataConfig`, `OptimizerConfig`, `ScheduleConfig`; frozen dataclasses)
+is the one place a key and its default are defined, and what the engine reads. Configs in
+`train/configs/` start from `default_config()`, the same defaults as an
+`ml_collections.ConfigDict` so that ``--config.KEY=VALUE`` can override them, and
+`parse_config` turns that into a `TrainConfig` (keys and values checked) at the start of a run.
+`train_and_evaluate` takes either.
 
 Learning rates are given for `batch_size` (the global batch, over all devices and
 processes); nothing rescales them silently.
@@ -13,10 +16,16 @@ built); `read_saved_config` reads the resolved config a run saved in its workdir
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
+import os
+import typing
+from collections.abc import Mapping
 from typing import Any
+
+from ..data.config import DataConfig, section_dict
 
 
 class ConfigError(ValueError):
@@ -24,134 +33,269 @@ class ConfigError(ValueError):
     config that is unreadable or differs. The message names the key or file."""
 
 
-# Kept as plain data so that this module imports without ml_collections (it is imported
-# lazily by `default_config`); the dictionary is also what `validate` checks keys against.
-DEFAULTS: dict[str, Any] = {
-    "model": "lenet5",  # a registered name: jaxcnn.list_models()
-    "model_kwargs": {},  # extra create_model keywords (dropout_rate, aux_logits, ...)
-    "seed": 0,  # one seed for initialisation, data order, augmentation and dropout
-    "batch_size": 128,  # global training batch (all devices, all processes)
-    "eval_batch_size": 256,  # global evaluation batch; the last one is padded and masked
-    "num_epochs": 30.0,  # length of training in epochs of the training set ...
-    "num_steps": 0,  # ... or in steps, if > 0 (overrides num_epochs)
-    "data": {
-        "source": "digits",  # "digits" | "tfds" | "folder" | "synthetic"
-        "name": "",  # TFDS name ("mnist", "cifar10", "imagenet2012", ...) or folder root
-        "data_dir": None,  # TFDS data_dir; None: TFDS's default (~/tensorflow_datasets)
-        "train_split": "train",
-        "eval_split": "test",  # TFDS split or folder subdirectory used for validation
-        "image_size": 32,  # side of the (square) image the model sees
-        "channels": None,  # 1 or 3 to convert; None: the source's own
-        "eval_resize": 0,  # resize the shorter side to this before the centre crop (0: off)
-        "random_crop_padding": 0,  # pad by this much and crop back at random (0: off)
-        "random_rotation": 0.0,  # rotate by up to +-this many degrees (0: off) ...
-        "random_scale": 0.0,  # ... and scale by a factor in [1 - this, 1 + this] (0: off)
-        "random_resized_crop": False,  # Inception-style scale (0.08, 1) and aspect (3/4, 4/3)
-        "hflip": False,  # random horizontal flips
-        "pca_lighting": 0.0,  # AlexNet's PCA colour noise, std of the alphas (0.1 in 2012)
-        "color_jitter": (0.0, 0.0, 0.0),  # ColorJitter (brightness, contrast, saturation)
-        "mean": None,  # per-channel mean in [0, 1] units; None: the data set's own
-        "std": None,  # per-channel std; None: the data set's own
-        "num_classes": 0,  # 0: from the data source
-        "skip_corrupt": False,  # skip (and count) undecodable image files instead of raising
-        "synthetic_examples": 1024,  # size of the "synthetic" source
-        "worker_count": 0,  # grain worker processes (0: load in the training process)
-        "prefetch": 2,  # batches placed on the devices ahead of the step that uses them
-        "augment_on": "device",  # where the training transforms run: "device" (jit-compiled
-        # into the train step; the host only decodes and resizes to one size) | "host" (per
-        # example in numpy, as jaxcnn.data.augment defines them)
-        "host_resize": "auto",  # with augment_on="device", what brings images to one size:
-        # "pillow", "opencv" (the opencv extra; faster, not bit-equal) or "auto" (OpenCV when
-        # installed)
-    },
-    "optimizer": {
-        "learning_rate": 0.1,  # peak learning rate for `batch_size`
-        "momentum": 0.9,
-        "nesterov": False,
-        "weight_decay": 1e-4,  # L2 via decoupled add_decayed_weights, as torch.optim.SGD does
-        "decay_bn_and_bias": True,  # False: exclude BatchNorm scales/biases and all biases
-        "clip_grad_norm": 0.0,  # clip the global gradient norm to this (0: off)
-    },
-    "schedule": {
-        "name": "cosine",  # "constant" | "step" | "multistep" | "cosine" | "plateau"
-        "warmup_epochs": 0.0,  # linear warm-up from 0 over this many epochs
-        "step_epochs": 30.0,  # "step": multiply by `gamma` every this many epochs
-        "milestones": (),  # "multistep": epochs at which to multiply by `gamma`
-        "gamma": 0.1,
-        "plateau_patience": 3,  # "plateau": evaluations without improvement before decay
-        "plateau_metric": "eval_loss",  # monitored (lower is better)
-        "min_learning_rate": 0.0,  # floor for "plateau" and "cosine"
-    },
-    "label_smoothing": 0.0,
-    "aux_loss_weight": 0.3,  # weight of auxiliary classifiers' losses (GoogLeNet/Inception)
-    # Transfer learning (see jaxcnn.transfer). Layer paths are Flax module paths, "/"-separated
-    # ("conv1", "layer1.0/bn1"); patterns are shell-style globs over them ("layer1.*").
-    "init_from": "",  # start from: "" (random) | a jaxcnn workdir (its newest checkpoint) |
-    # a weight file (.pth/.safetensors/.npz, torchvision/timm names). Read only when the workdir
-    # has no checkpoint yet: a resumed run restores its own.
-    "init_mapping": "auto",  # "auto": by layer name; heads whose class count differs start
-    # fresh | "strict": everything must match | "vgg_stages": copy a shallower VGG's first four
-    # convolutions and its fully connected layers into this VGG (Simonyan & Zisserman's stages)
-    "freeze": (),  # patterns of layers kept fixed: parameters, and BatchNorm statistics
-    # (those BatchNorms run in inference mode)
-    "freeze_all_but_last": -1,  # also freeze all but the last N blocks (top-level layers in
-    # execution order; classifier heads always train): -1 off, 0 trains the heads only
-    "head_lr_multiplier": 1.0,  # classifier heads (the layers sized by num_classes) train at
-    # this times the learning rate
-    "lr_multipliers": (),  # ((pattern, multiplier), ...): learning rate per layer group; the
-    # first matching pattern applies (discriminative fine-tuning)
-    "dtype": "float32",  # compute dtype: "float32" | "bfloat16" (parameters stay float32)
-    "parallel": "jit",  # "jit" (mesh + NamedSharding) | "pmap" | "none" (one device)
-    "eval_every_epochs": 1.0,  # evaluate (and plot) every this many epochs, and at the end
-    "log_every_steps": 50,  # training-metric rows in metrics.jsonl / TensorBoard
-    "checkpoint_every_epochs": 1.0,  # periodic checkpoints (also at the end and on SIGTERM)
-    "keep_checkpoints": 3,  # most recent checkpoints kept
-    "keep_best": True,  # also keep the best checkpoint by `best_metric`
-    "best_metric": "eval_top1",  # higher is better
-    "async_checkpointing": True,
-    "progress": True,  # a tqdm progress bar on stderr
-    "tensorboard": True,  # TensorBoard event files under workdir/tensorboard
-    "plot": True,  # workdir/curves.png, redrawn after evaluations (at most every 30 s)
-    "distributed": False,  # call jax.distributed.initialize() (multi-process / multi-host)
-    "compilation_cache": "",  # JAX's persistent compilation cache: "" workdir/compile_cache,
-    # a folder (shared by runs), or "off"; a resumed or repeated run then skips compilation
-}
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """SGD with momentum and weight decay (`jaxcnn.training.optim.make_optimizer`)."""
+
+    learning_rate: float = 0.1
+    """Peak learning rate for `TrainConfig.batch_size`."""
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    """L2 added to the gradient (decoupled add_decayed_weights), as torch.optim.SGD does."""
+    decay_bn_and_bias: bool = True
+    """False: exclude BatchNorm scales/biases and all biases from the weight decay."""
+    clip_grad_norm: float = 0.0
+    """Clip the global gradient norm to this (0: off)."""
 
 
-# The type of each key whose default is None. ml_collections cannot type a None field, so
-# `--config.data.channels=1` would be refused; `default_config` holds these as typed
-# placeholders instead, which read (and serialise) as None until set. "object" keeps every
-# value a config file could give before (a tuple, a list, or one number for one channel);
-# on the command line it reads a Python literal: --config.data.mean='(0.5, 0.5, 0.5)'.
-NONE_DEFAULT_TYPES: dict[str, type] = {
-    "data.data_dir": str,
-    "data.channels": int,
-    "data.mean": object,
-    "data.std": object,
-}
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning-rate schedule (`jaxcnn.training.optim.learning_rate_schedule`)."""
+
+    name: str = "cosine"
+    """"constant" | "step" | "multistep" | "cosine" | "plateau"."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up from 0 over this many epochs."""
+    step_epochs: float = 30.0
+    """"step": multiply by `gamma` every this many epochs."""
+    milestones: tuple[float, ...] = ()
+    """"multistep": epochs at which to multiply by `gamma`."""
+    gamma: float = 0.1
+    plateau_patience: int = 3
+    """"plateau": evaluations without improvement before a decay."""
+    plateau_metric: str = "eval_loss"
+    """"plateau": the monitored evaluation result (lower is better)."""
+    min_learning_rate: float = 0.0
+    """Floor for "plateau" and "cosine"."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every key the training engine reads, with its default and meaning.
+
+    Build one directly (``TrainConfig(model="resnet18", data=DataConfig(source="synthetic"))``),
+    derive one (`with_updates`), or let `parse_config` read a ConfigDict from the command line
+    or a config file. Layer paths in the transfer keys are Flax module paths, "/"-separated
+    ("conv1", "layer1.0/bn1"); patterns are shell-style globs over them ("layer1.*").
+    """
+
+    model: str = "lenet5"
+    """A registered name: `jaxcnn.list_models()`."""
+    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Extra `create_model` keywords (dropout_rate, aux_logits, ...)."""
+    seed: int = 0
+    """One seed for initialisation, data order, augmentation and dropout."""
+    batch_size: int = 128
+    """Global training batch (all devices, all processes)."""
+    eval_batch_size: int = 256
+    """Global evaluation batch; the last one is padded and masked."""
+    num_epochs: float = 30.0
+    """Length of training in epochs of the training set ..."""
+    num_steps: int = 0
+    """... or in steps, if > 0 (overrides num_epochs)."""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    label_smoothing: float = 0.0
+    aux_loss_weight: float = 0.3
+    """Weight of auxiliary classifiers' losses (GoogLeNet/Inception)."""
+    init_from: str = ""
+    """Start from: "" (random) | a jaxcnn workdir (its newest checkpoint) | a weight file
+    (.pth/.safetensors/.npz, torchvision/timm names). Read only when the workdir has no
+    checkpoint yet: a resumed run restores its own."""
+    init_mapping: str = "auto"
+    """"auto": by layer name; heads whose class count differs start fresh | "strict":
+    everything must match | "vgg_stages": copy a shallower VGG's first four convolutions and
+    its fully connected layers into this VGG (Simonyan & Zisserman's stages)."""
+    freeze: tuple[str, ...] = ()
+    """Patterns of layers kept fixed: parameters, and BatchNorm statistics (those BatchNorms
+    run in inference mode)."""
+    freeze_all_but_last: int = -1
+    """Also freeze all but the last N blocks (top-level layers in execution order; classifier
+    heads always train): -1 off, 0 trains the heads only."""
+    head_lr_multiplier: float = 1.0
+    """Classifier heads (the layers sized by num_classes) train at this times the rate."""
+    lr_multipliers: tuple[tuple[str, float], ...] = ()
+    """((pattern, multiplier), ...): learning rate per layer group; the first matching
+    pattern applies (discriminative fine-tuning)."""
+    dtype: str = "float32"
+    """Compute dtype: "float32" | "bfloat16" (parameters stay float32)."""
+    parallel: str = "jit"
+    """"jit" (mesh + NamedSharding) | "pmap" | "none" (one device)."""
+    eval_every_epochs: float = 1.0
+    """Evaluate (and plot) every this many epochs, and at the end."""
+    log_every_steps: int = 50
+    """Training-metric rows in metrics.jsonl / TensorBoard."""
+    checkpoint_every_epochs: float = 1.0
+    """Periodic checkpoints (also at the end and on SIGTERM)."""
+    keep_checkpoints: int = 3
+    """Most recent checkpoints kept."""
+    keep_best: bool = True
+    """Also keep the best checkpoint by `best_metric`."""
+    best_metric: str = "eval_top1"
+    """Higher is better."""
+    async_checkpointing: bool = True
+    progress: bool = True
+    """A tqdm progress bar on stderr."""
+    tensorboard: bool = True
+    """TensorBoard event files under workdir/tensorboard."""
+    plot: bool = True
+    """workdir/curves.png, redrawn after evaluations (at most every 30 s)."""
+    distributed: bool = False
+    """Call jax.distributed.initialize() (multi-process / multi-host)."""
+    compilation_cache: str = ""
+    """JAX's persistent compilation cache: "" workdir/compile_cache, a folder (shared by runs),
+    or "off"; a resumed or repeated run then skips compilation."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict of every key (what a run saves as ``config.json``)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if dataclasses.is_dataclass(v):
+                v = section_dict(v, f.name)
+            elif f.name == "model_kwargs":
+                v = dict(v)
+            out[f.name] = v
+        return out
+
+    def with_updates(self, updates: Mapping[str, Any]) -> TrainConfig:
+        """A copy with dotted keys changed (``{"data.source": "synthetic", "seed": 1}``), checked
+        as `parse_config` checks a config."""
+        d = self.to_dict()
+        for key, value in updates.items():
+            node = d
+            *path, last = key.split(".")
+            for part in path:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"config: unknown key {key!r}")
+                node = node[part]
+            if last not in node:
+                raise ConfigError(f"config: unknown key {key!r}")
+            node[last] = value
+        return parse_config(d)
+
+
+# The plain-data view of the defaults (nested dicts), for code that compares or prints keys;
+# `TrainConfig` is where they are defined.
+DEFAULTS: dict[str, Any] = TrainConfig().to_dict()
 
 
 def default_config():
-    """An `ml_collections.ConfigDict` holding `DEFAULTS` (keys locked against typos)."""
+    """An `ml_collections.ConfigDict` of `TrainConfig`'s defaults (keys locked against typos).
+
+    This is the shape config files (`train/configs/`) and ``--config.KEY=VALUE`` overrides
+    work on; `parse_config` turns it into a `TrainConfig`. A key whose default is None is held
+    as a placeholder of the field's type, so it reads (and saves) as None until set and the
+    command line can still set it (``--config.data.channels=1``); a field that takes several
+    shapes (``data.mean``: one number or one per channel) reads a Python literal there:
+    ``--config.data.mean='(0.5, 0.5, 0.5)'``.
+    """
     import ml_collections
 
-    cfg = ml_collections.ConfigDict(_copy(DEFAULTS, placeholders=True))
+    cfg = ml_collections.ConfigDict(_with_placeholders(TrainConfig()))
     cfg.lock()
     return cfg
 
 
-def _copy(d: dict, prefix: str = "", *, placeholders: bool = False) -> dict:
-    out = {}
+def _placeholder_type(hint: Any) -> type:
+    """The type a ConfigDict placeholder holds for a field annotated `hint` (`T | None`)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 and isinstance(args[0], type) else object
+
+
+def _with_placeholders(section: Any) -> dict[str, Any]:
+    from ml_collections import config_dict
+
+    hints = typing.get_type_hints(type(section))
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(section):
+        v = getattr(section, f.name)
+        if dataclasses.is_dataclass(v):
+            v = _with_placeholders(v)
+        elif v is None:
+            v = config_dict.placeholder(_placeholder_type(hints[f.name]))
+        elif f.name == "model_kwargs":
+            v = dict(v)
+        out[f.name] = v
+    return out
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain nested dict of a config given as a `TrainConfig`, a ConfigDict or a mapping."""
+    if isinstance(config, TrainConfig):
+        d = config.to_dict()
+    elif hasattr(config, "to_dict"):
+        d = config.to_dict()
+    elif isinstance(config, Mapping):
+        d = dict(config)
+    else:
+        raise TypeError(
+            "config: expected a TrainConfig, an ml_collections.ConfigDict or a mapping of its "
+            f"keys; got {type(config).__name__}"
+        )
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return plain(section_dict(v, ""))
+        return v
+
+    return {k: plain(v) for k, v in d.items()}
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested config dict ("data.image_size"); model_kwargs stays one key."""
+    out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            v = _copy(v, f"{key}.", placeholders=placeholders)
-        elif v is None and placeholders:
-            from ml_collections import config_dict
-
-            v = config_dict.placeholder(NONE_DEFAULT_TYPES.get(key, object))
-        out[k] = v
+        if isinstance(v, Mapping) and k != "model_kwargs":
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
     return out
+
+
+def _tuples(v: Any) -> Any:
+    """Lists (from JSON or a ConfigDict) as tuples, nested ones too."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def parse_config(config: Any) -> TrainConfig:
+    """The `TrainConfig` of a config given as a ConfigDict, a mapping or a `TrainConfig`.
+
+    The keys must be exactly `TrainConfig`'s (a typo is an error, not a silently ignored key)
+    and every value is checked (`check_values`) before anything is built.
+
+    Raises:
+      ConfigError: unknown or missing keys, or bad values (all of them in one message).
+      TypeError: `config` is not a config.
+    """
+    d = config_to_dict(config)
+    got, want = set(flatten(d)), set(flatten(DEFAULTS))
+    if got != want:
+        parts = []
+        if got - want:
+            parts.append(f"unknown keys {sorted(got - want)}")
+        if want - got:
+            parts.append(f"missing keys {sorted(want - got)}")
+        raise ConfigError(
+            "config: " + "; ".join(parts) + " (start from jaxcnn.training.default_config() "
+            "or jaxcnn.training.TrainConfig())"
+        )
+    check_values(d)
+    sections = {"data": DataConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig}
+    kwargs: dict[str, Any] = {}
+    for k, v in d.items():
+        if k in sections:
+            kwargs[k] = sections[k](**{n: _tuples(x) for n, x in v.items()})
+        elif k == "model_kwargs":
+            kwargs[k] = dict(v)
+        else:
+            kwargs[k] = _tuples(v)
+    return TrainConfig(**kwargs)
 
 
 # ------------------------------------------------------------------------ value checks
@@ -159,6 +303,8 @@ SCHEDULES = ("constant", "step", "multistep", "cosine", "plateau")
 BEST_METRICS = ("eval_top1", "eval_top5")  # evaluation results where higher is better
 PLATEAU_METRICS = ("eval_loss",)  # evaluation results where lower is better
 DTYPES = ("float32", "bfloat16")
+PARALLEL = ("jit", "pmap", "none")
+INIT_MAPPINGS = ("auto", "strict", "vgg_stages")
 
 
 def _is_int(v: Any) -> bool:
@@ -198,6 +344,16 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         f"one of {', '.join(map(repr, BEST_METRICS))} (higher is better)",
     ),
     "dtype": (lambda v: v in DTYPES, f"one of {', '.join(map(repr, DTYPES))}"),
+    "parallel": (lambda v: v in PARALLEL, f"one of {', '.join(map(repr, PARALLEL))}"),
+    "init_from": (lambda v: isinstance(v, str), "a path string ('' for none)"),
+    "init_mapping": (
+        lambda v: v in INIT_MAPPINGS,
+        f"one of {', '.join(map(repr, INIT_MAPPINGS))}",
+    ),
+    "freeze_all_but_last": (
+        lambda v: _is_int(v) and v >= -1,
+        "an int >= 0, or -1 (off)",
+    ),
     "data.data_dir": (lambda v: v is None or isinstance(v, str), "a path string, or None"),
     "data.image_size": _int_at_least(1),
     "data.channels": (lambda v: v is None or (_is_int(v) and v in (1, 3)), "1 or 3, or None"),
@@ -297,7 +453,7 @@ def check_values(d: dict) -> None:
     """Check the values of a config given as a plain nested dict (`config_to_dict`'s).
 
     Every key of `DEFAULTS` with a bounded value is checked, before any data or model is
-    built; keys that are missing are left to the key check (`validate_config`).
+    built; keys that are missing are left to the key check (`parse_config`).
 
     Raises:
       ConfigError: one error listing every bad key, what it expects and what it got.
@@ -371,3 +527,58 @@ def read_saved_config(path: str) -> dict:
             "object of config keys. " + what_to_do
         )
     return saved
+
+
+# Keys that may differ between the run that wrote a workdir and the one resuming it: they
+# change how a run is watched or how fast it goes, never what it computes.
+RESUME_FREE_KEYS = frozenset(
+    {
+        "progress",
+        "tensorboard",
+        "plot",
+        "log_every_steps",
+        "async_checkpointing",
+        "keep_checkpoints",
+        "distributed",
+        "compilation_cache",
+        "data.worker_count",
+        "data.prefetch",
+    }
+)
+
+
+def save_or_compare(config: TrainConfig, workdir: str, *, write: bool) -> None:
+    """Save the resolved config as ``workdir/config.json``, or, if the workdir holds one, refuse
+    to continue a run whose config differs (in a key other than `RESUME_FREE_KEYS`).
+
+    A key the saved config lacks was added to the engine after that run started; at its
+    default it asks for what the run did without it, so it is no difference.
+
+    Raises:
+      ConfigError: the saved config differs (the first differences are named), or is not a
+        readable config (`read_saved_config`).
+    """
+    from .checkpoint import write_atomic
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        if write:
+            write_atomic(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+        return
+    saved = flatten(read_saved_config(path))
+    current = flatten(json.loads(json.dumps(config.to_dict())))
+    defaults = flatten(json.loads(json.dumps(DEFAULTS)))
+    diff = sorted(
+        k
+        for k in set(saved) | set(current)
+        if saved.get(k) != current.get(k)
+        and k not in RESUME_FREE_KEYS
+        and not (k not in saved and k in defaults and current.get(k) == defaults[k])
+    )
+    if diff:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff[:8])
+        raise ConfigError(
+            f"workdir {workdir} holds a run with a different config ({shown}); resuming it "
+            "would mix two runs. Use a new --workdir, or the saved config "
+            f"({path}) to continue."
+        )

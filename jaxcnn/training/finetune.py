@@ -189,6 +189,43 @@ def lr_multipliers(
     return _unflat(flat)
 
 
+def fine_tuning(
+    config: Any, model: Any, input_shape: Sequence[int]
+) -> tuple[tuple[str, ...], dict[str, Any] | None]:
+    """The frozen layers and per-layer learning-rate multipliers a training config asks for.
+
+    Args:
+      config: a `jaxcnn.training.TrainConfig` (its keys `freeze`, `freeze_all_but_last`,
+        `lr_multipliers` and `head_lr_multiplier`).
+      model: the model being trained.
+      input_shape: (H, W, C) of one example.
+
+    Returns:
+      (frozen layer paths, ``lr_multipliers``' result or None when every layer trains at the
+      base rate).
+    """
+    freezing = bool(config.freeze) or config.freeze_all_but_last >= 0
+    scaling = bool(config.lr_multipliers) or config.head_lr_multiplier != 1.0
+    frozen: tuple[str, ...] = ()
+    if freezing:
+        all_but_last = config.freeze_all_but_last
+        frozen = frozen_layers(
+            model,
+            config.freeze,
+            all_but_last=None if all_but_last < 0 else all_but_last,
+            input_shape=input_shape,
+        )
+    multipliers = None
+    if scaling:
+        multipliers = lr_multipliers(
+            model,
+            config.lr_multipliers,
+            head_multiplier=config.head_lr_multiplier,
+            input_shape=input_shape,
+        )
+    return frozen, multipliers
+
+
 def initialize_from(
     source: Any,
     variables: Mapping[str, Any],

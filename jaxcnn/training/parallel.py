@@ -18,6 +18,7 @@ slice); `put_batch` assembles the global array.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -207,3 +208,38 @@ class DataParallel:
             return jax.tree.map(lambda x: np.asarray(jax.device_get(x[0])), tree)
         # Replicated arrays of a multi-process mesh are not fully addressable: read the local copy.
         return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def initialize_distributed() -> None:
+    """`jax.distributed.initialize`, once, before any other JAX call of the run.
+
+    On clusters JAX recognises (Cloud TPU, SLURM, Open MPI, ...) everything is detected.
+    Elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID in each process's environment. CPU processes talk through gloo.
+    """
+    if jax.distributed.is_initialized():
+        return
+    # Only affects the CPU backend; needed for cross-process collectives of CPU devices.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+        if os.environ.get(env):
+            kwargs[key] = int(os.environ[env])
+    jax.distributed.initialize(**kwargs)
+
+
+def global_replicated(tree: Any) -> Any:
+    """`tree` as arrays replicated over every device of every process (checkpoint layout)."""
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("d",)), P())
+
+    def put(x):
+        if (
+            isinstance(x, jax.Array)
+            and x.sharding.is_fully_replicated
+            and x.sharding.device_set == set(jax.devices())
+        ):
+            return x
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree.map(put, tree)

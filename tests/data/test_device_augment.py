@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxcnn.data import DataConfig, loader
 from jaxcnn.data import augment as A
 from jaxcnn.data import device_augment as D
-from jaxcnn.data import loader
 
 MEAN3, STD3 = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -52,7 +52,7 @@ def _spec(**kw):
 
 def _finish(images, spec):
     """The host's batching and normalisation (`_Transform.finish`) for the spec's channels."""
-    cfg = dict(loader.DATA_DEFAULTS, image_size=spec.image_size)
+    cfg = DataConfig(image_size=spec.image_size)
     t = loader._Transform(cfg, spec.source_channels, spec.channels, spec.mean, spec.std)
     return t.finish(list(images), "test")
 
@@ -471,7 +471,7 @@ def test_eval_batch_matches_host_eval():
             input_hw=input_hw, source_channels=source, channels=channels, mean=mean, std=std, **kw
         )
         images = _images((4, *input_hw, source), seed=11)
-        cfg = dict(loader.DATA_DEFAULTS, image_size=32, **kw)
+        cfg = DataConfig(image_size=32, **kw)
         t = loader._Transform(cfg, source, channels, spec.mean, spec.std)
         ref = t.finish([t.eval(im) for im in images], "test")
         ours = np.asarray(J.eval(images, spec))
@@ -484,9 +484,7 @@ def test_eval_batch_matches_host_eval():
 
 
 def test_from_config_reads_the_data_section():
-    cfg = dict(
-        loader.DATA_DEFAULTS, image_size=224, random_resized_crop=True, hflip=True, pca_lighting=0.1
-    )
+    cfg = DataConfig(image_size=224, random_resized_crop=True, hflip=True, pca_lighting=0.1)
     spec = D.AugmentSpec.from_config(
         cfg, mean=MEAN3, std=STD3, source_channels=3, channels=None, input_hw=(256, 256)
     )
@@ -494,7 +492,7 @@ def test_from_config_reads_the_data_section():
     assert spec.channels == 3 and spec.input_hw == (256, 256) and spec.color_jitter == (0, 0, 0)
     assert hash(spec) == hash(
         D.AugmentSpec.from_config(
-            types.SimpleNamespace(**cfg),
+            cfg.to_dict(),
             mean=list(MEAN3),
             std=STD3,
             source_channels=3,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcnn.data import augment, create_datasets
+from jaxcnn.data import DataConfig, augment, create_datasets
 from jaxcnn.data import host_resize as hr
 from jaxcnn.data import loader as loader_module
 from jaxcnn.data.sources import _decode
@@ -106,7 +106,7 @@ def test_images_at_the_common_size_pass_through_untouched():
     img = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
     for backend in ("pillow", "opencv"):
         assert hr.resize_to_common(img, 32, crop=True, backend=backend) is img
-    cfg = dict(loader_module.DATA_DEFAULTS, image_size=32, random_resized_crop=True)
+    cfg = DataConfig(image_size=32, random_resized_crop=True)
     t = loader_module._Transform(cfg, 3, 3, (0.5,) * 3, (0.5,) * 3, device=True)
     assert t.common(img) is img
 
@@ -123,7 +123,7 @@ def test_resize_to_common_rejects_what_it_cannot_resample():
 def test_transform_common_keeps_the_reference_for_other_images():
     """Float images (and other channel counts) still take augment's transforms, so the
     batch check of finish_train reports them as before."""
-    cfg = dict(loader_module.DATA_DEFAULTS, image_size=24, eval_resize=28)
+    cfg = DataConfig(image_size=24, eval_resize=28)
     t = loader_module._Transform(cfg, 3, 3, (0.5,) * 3, (0.5,) * 3, device=True)
     img = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
     np.testing.assert_array_equal(t.common(img), reference(img, 28, True))

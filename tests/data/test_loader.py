@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import types
 
 import numpy as np
 import pytest
 
-from jaxcnn.data import DATA_DEFAULTS, create_datasets, digits, tfds_source
+from jaxcnn.data import DataConfig, create_datasets, digits, tfds_source
 
 # Random crops and flips on: every determinism check below covers augmentation too.
 AUGMENTED = {"random_crop_padding": 2, "hflip": True}
@@ -43,14 +42,19 @@ def assert_batches_equal(a, b):
             np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
-def test_defaults_are_the_training_configs_data_section():
-    from jaxcnn.training.config import DEFAULTS, default_config
+def test_every_shape_of_the_data_section_builds_the_same_datasets():
+    from jaxcnn.training import default_config
 
-    assert DATA_DEFAULTS == DEFAULTS["data"]
-    # The engine passes its ConfigDict section; a SimpleNamespace works the same way.
-    a = make(default_config().data)
-    b = make(types.SimpleNamespace(**DEFAULTS["data"]))
-    assert_batches_equal([a.train.batch_at(0)], [b.train.batch_at(0)])
+    # The CLI's ConfigDict section, the typed section, and a saved config.json's mapping.
+    section = default_config().data
+    section.augment_on = "host"
+    a = make(section)
+    b = make(DataConfig(augment_on="host"))
+    c = make(DataConfig(augment_on="host").to_dict())
+    for other in (b, c):
+        assert_batches_equal([a.train.batch_at(0)], [other.train.batch_at(0)])
+    with pytest.raises(ValueError, match=r"data: unknown keys \['imagesize'\]"):
+        make({"imagesize": 28})
 
 
 def test_default_digits_datasets():
@@ -341,7 +345,7 @@ def test_configuration_errors(data, kwargs, match):
 
 
 def test_bad_config_type():
-    with pytest.raises(TypeError, match="data_cfg must be the `data` config section"):
+    with pytest.raises(TypeError, match=r"data: expected a config section .* got int"):
         create_datasets(3, seed=0, batch_size=8, eval_batch_size=8)
 
 

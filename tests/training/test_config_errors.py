@@ -16,8 +16,14 @@ from absl import flags
 from ml_collections import config_flags
 
 from jaxcnn.training import default_config, train_and_evaluate
-from jaxcnn.training.config import DEFAULTS, check_values, read_saved_config
-from jaxcnn.training.loop import _check_and_save_config, config_to_dict, validate_config
+from jaxcnn.training.config import (
+    DEFAULTS,
+    check_values,
+    config_to_dict,
+    parse_config,
+    read_saved_config,
+    save_or_compare,
+)
 
 # ml_collections' config_flags loads config files with the deprecated loader.load_module().
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
@@ -101,15 +107,15 @@ def test_none_default_keys_are_settable_from_the_command_line(config_file, key, 
     config = _parse(f"--config.{key}={text}", config_file=config_file)
     assert _get(config, key) == value
     assert config.is_locked
-    d = validate_config(config)  # the values pass the checks and serialise
-    json.dumps(d)
+    d = parse_config(config)  # the values pass the checks and serialise
+    json.dumps(d.to_dict())
 
 
 _RECORD_CONFIG = textwrap.dedent(
     """
     import json, runpy, sys
     import jaxcnn.training
-    from jaxcnn.training.loop import config_to_dict
+    from jaxcnn.training.config import config_to_dict
 
     record = sys.argv.pop()
 
@@ -170,45 +176,45 @@ def test_config_files_still_set_none_default_keys():
 
 
 def test_unset_none_keys_serialise_as_null_and_resume(tmp_path):
-    d = validate_config(default_config())
+    d = parse_config(default_config())
     for key in NONE_KEYS:
-        assert _get(d, key) is None, key
-    _check_and_save_config(d, str(tmp_path), write=True)
+        assert _get(d.to_dict(), key) is None, key
+    save_or_compare(d, str(tmp_path), write=True)
     with open(tmp_path / "config.json") as f:
         saved = json.load(f)
     for key in NONE_KEYS:
         assert _get(saved, key) is None, key
-    _check_and_save_config(validate_config(default_config()), str(tmp_path), write=True)  # same
+    save_or_compare(parse_config(default_config()), str(tmp_path), write=True)  # same
 
     changed = default_config()
     changed.data.channels = 1
     with pytest.raises(ValueError, match=r"different config \(data.channels: None -> 1\)"):
-        _check_and_save_config(validate_config(changed), str(tmp_path), write=True)
+        save_or_compare(parse_config(changed), str(tmp_path), write=True)
 
 
 def test_a_run_saved_before_a_key_existed_resumes_when_the_key_is_at_its_default(tmp_path):
-    d = validate_config(default_config())
-    _check_and_save_config(d, str(tmp_path), write=True)
+    d = parse_config(default_config())
+    save_or_compare(d, str(tmp_path), write=True)
     with open(tmp_path / "config.json") as f:
         saved = json.load(f)
     del saved["data"]["color_jitter"], saved["data"]["host_resize"]  # keys added later
     with open(tmp_path / "config.json", "w") as f:
         json.dump(saved, f)
-    _check_and_save_config(validate_config(default_config()), str(tmp_path), write=True)
+    save_or_compare(parse_config(default_config()), str(tmp_path), write=True)
     # Set to anything but its default, the new key is a difference, named as one.
     changed = default_config()
     changed.data.color_jitter = (0.4, 0.4, 0.4)
     with pytest.raises(ValueError, match=r"different config \(data.color_jitter: None -> "):
-        _check_and_save_config(validate_config(changed), str(tmp_path), write=True)
+        save_or_compare(parse_config(changed), str(tmp_path), write=True)
 
 
 def test_a_set_mean_resumes_as_the_same_config(tmp_path):
     c = _parse("--config.data.mean=(0.5,)", "--config.data.std=(0.25,)")
-    _check_and_save_config(validate_config(c), str(tmp_path), write=True)
+    save_or_compare(parse_config(c), str(tmp_path), write=True)
     again = default_config()
     for k, v in _dotted(config_to_dict(c)).items():
         _set(again, k, tuple(v) if isinstance(v, list) else v)
-    _check_and_save_config(validate_config(again), str(tmp_path), write=True)
+    save_or_compare(parse_config(again), str(tmp_path), write=True)
 
 
 # ---------------------------------------------------------------- value checks
@@ -362,9 +368,11 @@ def test_values_that_work_are_accepted(overrides):
 
 
 def test_the_checked_names_are_those_the_engine_reads():
-    from jaxcnn.training import config, optim
+    from jaxcnn.training import config, finetune, optim, parallel
 
     assert set(config.SCHEDULES) == set(optim.SCHEDULES)
+    assert set(config.INIT_MAPPINGS) == set(finetune.MAPPINGS)
+    assert set(config.PARALLEL) == set(parallel.MODES)
     assert set(config.BEST_METRICS) | set(config.PLATEAU_METRICS) <= {
         "eval_loss",
         "eval_top1",

@@ -3,6 +3,7 @@ guard, a refused config change, TFDS mock data, and two processes through jax.di
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -10,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import jax
@@ -23,6 +23,13 @@ from jaxcnn.training.checkpoint import Checkpoints
 from tests.helpers import set_keys
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclasses.dataclass
+class _StepOnly:
+    """The one field of a TrainState that the augmentation wrapper reads."""
+
+    step: jax.Array
 
 
 def small_config(**overrides):
@@ -101,7 +108,7 @@ def test_device_augmentation_is_the_train_steps_first_act():
     import jax.numpy as jnp
 
     from jaxcnn.data import device_augment
-    from jaxcnn.training import loop
+    from jaxcnn.training import engine
 
     spec = device_augment.AugmentSpec(
         image_size=32, input_hw=(32, 32), source_channels=1, channels=1, mean=(0.3,),
@@ -111,16 +118,16 @@ def test_device_augmentation_is_the_train_steps_first_act():
     def inner(state, batch, rng, *, axis_name=None):
         return state, {"image": batch["image"]}  # what the training step would see
 
-    step = loop.augmenting(inner, spec, seed=7)
+    step = engine.augmenting(inner, spec, seed=7)
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1), dtype=np.uint8)
-    seen = jax.jit(lambda t, b: step(types.SimpleNamespace(step=t), b, None)[1]["image"])(
+    seen = jax.jit(lambda t, b: step(_StepOnly(step=t), b, None)[1]["image"])(
         jnp.asarray(5, jnp.int32), {"image": images, "label": np.arange(8)}
     )
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(7), loop._AUGMENT_TAG), 5)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(7), engine._AUGMENT_TAG), 5)
     want = device_augment.augment_batch(images, key, spec)
     # jit and eager fuse differently: 1e-4 is 0.005 of one uint8 step after normalisation.
     np.testing.assert_allclose(np.asarray(seen), np.asarray(want), rtol=0, atol=1e-4)
-    other = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(7), loop._AUGMENT_TAG), 6)
+    other = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(7), engine._AUGMENT_TAG), 6)
     assert not np.allclose(np.asarray(seen), device_augment.augment_batch(images, other, spec))
 
 

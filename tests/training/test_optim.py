@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from jaxcnn.training import Plateau, learning_rate_schedule, make_optimizer
+from jaxcnn.training import (
+    OptimizerConfig,
+    Plateau,
+    ScheduleConfig,
+    learning_rate_schedule,
+    make_optimizer,
+)
 from jaxcnn.training.optim import weight_decay_mask
 
 
 def opt_cfg(**kw):
-    base = dict(
-        learning_rate=0.1,
-        momentum=0.9,
-        nesterov=False,
-        weight_decay=1e-4,
-        decay_bn_and_bias=True,
-        clip_grad_norm=0.0,
-    )
-    return SimpleNamespace(**{**base, **kw})
+    return OptimizerConfig(**kw)
 
 
 def sched_cfg(**kw):
-    base = dict(
-        name="constant",
-        warmup_epochs=0.0,
-        step_epochs=30.0,
-        milestones=(),
-        gamma=0.1,
-        plateau_patience=3,
-        plateau_metric="eval_loss",
-        min_learning_rate=0.0,
-    )
-    return SimpleNamespace(**{**base, **kw})
+    return ScheduleConfig(**{"name": "constant", **kw})
 
 
 @pytest.mark.parametrize(

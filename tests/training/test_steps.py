@@ -4,7 +4,6 @@ torch model with the same weights (BatchNorm statistics included), auxiliary hea
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
 from typing import NamedTuple
 
 import jax
@@ -16,6 +15,7 @@ from flax import linen as nn
 
 from jaxcnn import layers
 from jaxcnn.training import (
+    OptimizerConfig,
     create_train_state,
     cross_entropy,
     eval_step,
@@ -56,15 +56,7 @@ class TinyAux(nn.Module):
 
 
 def opt(**kw):
-    base = dict(
-        learning_rate=0.05,
-        momentum=0.9,
-        nesterov=False,
-        weight_decay=1e-3,
-        decay_bn_and_bias=True,
-        clip_grad_norm=0.0,
-    )
-    return SimpleNamespace(**{**base, **kw})
+    return OptimizerConfig(**{"learning_rate": 0.05, "weight_decay": 1e-3, **kw})
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])

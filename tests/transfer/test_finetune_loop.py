@@ -118,7 +118,7 @@ def test_init_from_errors_are_clear(lenet_workdir, tmp_path):
         train_and_evaluate(config(init_from=str(tmp_path / "nothing.pth")), tmp_path / "c")
     with pytest.raises(ValueError, match="'conv9' matches no layer"):
         train_and_evaluate(config(freeze=("conv9",)), tmp_path / "d")
-    with pytest.raises(ValueError, match="init_mapping must be"):
+    with pytest.raises(ValueError, match="init_mapping: expected one of 'auto', 'strict', 'vgg_st"):
         train_and_evaluate(config(init_mapping="by_magic"), tmp_path / "e")
-    with pytest.raises(ValueError, match="freeze_all_but_last must be an int >= 0, or -1"):
+    with pytest.raises(ValueError, match="freeze_all_but_last: expected an int >= 0, or -1"):
         train_and_evaluate(config(freeze_all_but_last=-2), tmp_path / "f")
