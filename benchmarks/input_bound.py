@@ -128,46 +128,34 @@ def device_rate(args) -> dict:
 
 
 def _device_worker(args) -> None:
-    import functools
-
     import jax
     import numpy as np
 
-    import jaxcnn
+    from jaxcnn.data import DataConfig
     from jaxcnn.data.device_augment import AugmentSpec
-    from jaxcnn.training import (
-        DataParallel,
-        create_train_state,
-        default_config,
-        learning_rate_schedule,
-        make_optimizer,
-        train_step,
-    )
-    from jaxcnn.training.loop import augmenting
+    from jaxcnn.training import InputSpec, TrainConfig, build_engine
 
-    c = default_config()
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     size, common = args.image_size, args.eval_resize
+    data = DataConfig(image_size=size, eval_resize=common, random_resized_crop=True, hflip=True)
     spec = AugmentSpec.from_config(
-        {"image_size": size, "eval_resize": common, "random_resized_crop": True, "hflip": True},
-        mean=mean,
-        std=std,
-        source_channels=3,
-        channels=3,
-        input_hw=(common, common),
+        data, mean=mean, std=std, source_channels=3, channels=3, input_hw=(common, common)
     )
-    dtype = {"float32": jax.numpy.float32, "bfloat16": jax.numpy.bfloat16}[args.dtype]
-    model = jaxcnn.create_model(args.model, num_classes=CLASSES, dtype=dtype)
-    schedule = learning_rate_schedule(
-        c.optimizer, c.schedule, steps_per_epoch=100, total_steps=1000
+    config = TrainConfig(
+        model=args.model,
+        dtype=args.dtype,
+        batch_size=args.batch,
+        eval_batch_size=args.batch,
+        num_steps=1000,
+        data=data,
     )
-    params = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, size, size, 3)), train=False)
-    )["params"]
-    tx = make_optimizer(c.optimizer, schedule, params)
-    par = DataParallel("jit")
-    state = par.put_state(create_train_state(model, tx, seed=0, input_shape=(size, size, 3)))
-    step = par.compile_train_step(augmenting(functools.partial(train_step), spec, seed=0))
+    engine = build_engine(
+        config,
+        InputSpec(
+            image_shape=(size, size, 3), num_classes=CLASSES, steps_per_epoch=100, augment=spec
+        ),
+    )
+    par, state, step = engine.par, engine.state, engine.train_step
     rng = np.random.default_rng(0)
     batch = par.put_batch(
         {

@@ -10,11 +10,11 @@
 
 Peers, each in a subprocess of its own (this script re-invoked with ``--worker NAME``):
 
-* ``jaxcnn``: the engine's real step, as `jaxcnn.training.train_and_evaluate` builds it:
-  `create_model` (``dtype=bfloat16`` for mixed precision; parameters stay float32),
-  `learning_rate_schedule` + `make_optimizer` (SGD, momentum 0.9, L2 weight decay 1e-4,
-  learning rate 0.01), `create_train_state`, and `DataParallel(mode).compile_train_step(
-  partial(train_step, ...))` on one device. The batch is synthetic and already on the device.
+* ``jaxcnn``: the engine's real step, built by `jaxcnn.training.build_engine` as
+  `train_and_evaluate` builds it, from a `TrainConfig` (``dtype=bfloat16`` for mixed
+  precision, parameters staying float32; SGD, momentum 0.9, L2 weight decay 1e-4, constant
+  learning rate 0.01; ``parallel`` the DataParallel mode) on one device. The batch is synthetic
+  and already on the device.
 * ``plain_flax`` (ResNet-50 only): the textbook linen ResNet-50 step of `_flax_peer`, built
   and timed as the jaxcnn worker is: the floor jaxcnn's own step must reach.
 * ``torch_eager`` / ``torch_compile``: torchvision's model of the same name (for ``lenet5``,
@@ -58,7 +58,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import _flax_peer, _torch_peers
@@ -136,49 +135,50 @@ def jaxcnn_train_worker(spec: dict) -> dict:
     """
     import flax
     import jax
-    import jax.numpy as jnp
     import jaxlib
     import numpy as np
     import optax
 
-    from jaxcnn.models import create_model
-    from jaxcnn.training import optim, parallel, state, steps
-    from jaxcnn.training.config import DEFAULTS
+    from jaxcnn.training import (
+        InputSpec,
+        OptimizerConfig,
+        ScheduleConfig,
+        TrainConfig,
+        build_engine,
+    )
 
     platform = "gpu" if spec["device"] == "gpu" else "cpu"
     device = jax.devices(platform)[0]
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[spec["dtype"]]
     s, c, b = spec["image_size"], spec["channels"], spec["batch"]
     total_steps = spec["warmup"] + spec["steps"] * spec["repeats"]
-    # The engine's own defaults (`jaxcnn.training.config.DEFAULTS`, plain data), with the
-    # settings every peer shares: torch.optim.SGD's, which decays every parameter.
-    opt_cfg = SimpleNamespace(
-        **{
-            **DEFAULTS["optimizer"],
-            "learning_rate": _torch_peers.LEARNING_RATE,
-            "momentum": _torch_peers.MOMENTUM,
-            "nesterov": False,
-            "weight_decay": _torch_peers.WEIGHT_DECAY,
-            "decay_bn_and_bias": True,
-            "clip_grad_norm": 0.0,
-        }
-    )
-    sched_cfg = SimpleNamespace(
-        **{**DEFAULTS["schedule"], "name": "constant", "warmup_epochs": 0.0}
+    # The engine's own config, with the settings every peer shares: torch.optim.SGD's, which
+    # decays every parameter, at a constant learning rate.
+    config = TrainConfig(
+        model=spec["model"],
+        dtype=spec["dtype"],
+        parallel=spec["parallel"],
+        batch_size=b,
+        eval_batch_size=b,
+        num_steps=max(total_steps, 1),
+        aux_loss_weight=_torch_peers.AUX_LOSS_WEIGHT,
+        optimizer=OptimizerConfig(
+            learning_rate=_torch_peers.LEARNING_RATE,
+            momentum=_torch_peers.MOMENTUM,
+            nesterov=False,
+            weight_decay=_torch_peers.WEIGHT_DECAY,
+            decay_bn_and_bias=True,
+            clip_grad_norm=0.0,
+        ),
+        schedule=ScheduleConfig(name="constant", warmup_epochs=0.0),
     )
     t_build = time.perf_counter()
     with jax.default_device(device):
-        model = create_model(spec["model"], num_classes=spec["num_classes"], dtype=dtype)
-        schedule = optim.learning_rate_schedule(
-            opt_cfg, sched_cfg, steps_per_epoch=1, total_steps=max(total_steps, 1)
+        engine = build_engine(
+            config,
+            InputSpec(image_shape=(s, s, c), num_classes=spec["num_classes"]),
+            devices=[device],
         )
-        init_vars = jax.jit(lambda k: model.init(k, jnp.zeros((1, s, s, c)), train=False))(
-            jax.random.fold_in(jax.random.PRNGKey(0), 0)
-        )
-        tx = optim.make_optimizer(opt_cfg, schedule, init_vars["params"])
-        st = state.create_train_state(model, tx, seed=0, input_shape=(s, s, c), variables=init_vars)
-        dp = parallel.DataParallel(spec["parallel"], devices=[device])
-        st = dp.put_state(st)
+        dp, st, p_train = engine.par, engine.state, engine.train_step
         rng = np.random.default_rng(0)
         batch = dp.put_batch(
             {
@@ -186,10 +186,6 @@ def jaxcnn_train_worker(spec: dict) -> dict:
                 "label": rng.integers(0, spec["num_classes"], size=(b,), dtype=np.int32),
             }
         )
-        step_fn = functools.partial(
-            steps.train_step, label_smoothing=0.0, aux_loss_weight=_torch_peers.AUX_LOSS_WEIGHT
-        )
-        p_train = dp.compile_train_step(step_fn)
         jax.block_until_ready((st, batch))
         build_s = time.perf_counter() - t_build
         st, timing = time_jax_steps(p_train, st, batch, spec)

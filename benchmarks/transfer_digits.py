@@ -18,20 +18,20 @@ them:
   (b) probe       a linear classifier (multinomial logistic regression, scikit-learn) on the
                   frozen pretrained network's fc2 features (`transfer.extract_features`);
   (c) top         pretrained, new head (`transfer.replace_head`), conv1 and conv2 frozen
-                  (`transfer.frozen_layers(..., all_but_last=2)`): fc1, fc2 and the head train;
+                  (config key `freeze_all_but_last=2`): fc1, fc2 and the head train;
   (d) all         pretrained, new head, every layer trained.
 
 (a), (c) and (d) share one recipe chosen before any measurement and not tuned on the test
 images: SGD with Nesterov momentum 0.9, learning rate 0.05 with a cosine decay, weight decay
 5e-4, batches of 32 drawn with replacement from the k x 5 images, random shifts of up to 2
-pixels, the same number of steps. They run through the library's own `make_optimizer` and
-`train_step` (frozen layers included), each compiled once and reused over every k and seed.
+pixels, the same number of steps. They run through the training engine
+(`jaxcnn.training.build_engine` of one `TrainConfig` each: optimizer, frozen layers, compiled
+steps), each built once and reused over every k and seed.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import platform
 import sys
@@ -46,10 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxcnn
 from jaxcnn import transfer
 from jaxcnn.data import digits
-from jaxcnn.training import create_train_state, default_config, eval_step, make_optimizer
-from jaxcnn.training import train_step as library_train_step
-from jaxcnn.training.optim import learning_rate_schedule
-from jaxcnn.training.parallel import DataParallel
+from jaxcnn.training import InputSpec, OptimizerConfig, TrainConfig, build_engine
 
 STRATEGIES = ("scratch", "probe", "top", "all")
 TITLES = {
@@ -105,38 +102,31 @@ def shifted_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> dic
 
 
 class Trainer:
-    """One strategy's compiled step and optimizer, reused over every k and seed."""
+    """One strategy's engine (model, optimizer, compiled steps), reused over every k and seed."""
 
-    def __init__(self, model, params_like, *, steps: int, frozen=(), lr: float = 0.05):
-        cfg = default_config()
-        cfg.optimizer.learning_rate = lr
-        cfg.optimizer.nesterov = True
-        cfg.optimizer.weight_decay = 5e-4
-        schedule = learning_rate_schedule(
-            cfg.optimizer, cfg.schedule, steps_per_epoch=steps, total_steps=steps
+    def __init__(self, shape, *, steps: int, freeze_all_but_last: int = -1, lr: float = 0.05):
+        config = TrainConfig(
+            model="lenet5",
+            num_steps=steps,
+            batch_size=BATCH,
+            parallel="none",
+            optimizer=OptimizerConfig(learning_rate=lr, nesterov=True, weight_decay=5e-4),
+            freeze_all_but_last=freeze_all_but_last,
         )
-        self.model, self.steps = model, steps
-        self.tx = make_optimizer(cfg.optimizer, schedule, params_like, frozen=frozen)
-        par = DataParallel("none")
-        self.par = par
+        spec = InputSpec(image_shape=shape, num_classes=5, steps_per_epoch=steps)
         # No donation: runs start from shared variables (the pretrained trunk), kept intact.
-        self.step = par.compile_train_step(
-            functools.partial(library_train_step, frozen=frozen), donate=False
-        )
-        self.eval = par.compile_eval_step(eval_step)
+        self.engine = build_engine(config, spec, donate=False)
 
     def fit(self, variables, x, y, *, seed: int):
-        state = create_train_state(
-            self.model, self.tx, seed=seed, input_shape=x.shape[1:], variables=variables
-        )
-        state = self.par.put_state(state)
+        e = self.engine
+        state = e.start_from(variables)
         rng = np.random.default_rng([seed, 7])
-        for _ in range(self.steps):
-            state, _ = self.step(state, self.par.put_batch(shifted_batch(x, y, rng)))
+        for _ in range(e.total_steps):
+            state, _ = e.train_step(state, e.par.put_batch(shifted_batch(x, y, rng)))
         return state
 
     def accuracy(self, state, x, y) -> float:
-        sums = self.eval(state, self.par.put_batch({"image": x, "label": y}))
+        sums = self.engine.eval_step(state, self.engine.par.put_batch({"image": x, "label": y}))
         return float(sums["top1_correct"]) / float(sums["count"])
 
 
@@ -160,19 +150,19 @@ def run(ks, seeds, *, steps: int, pretrain_steps: int, log=print) -> dict:
 
     # Pretraining on 0-4, once (seed 0), with the same recipe over more steps.
     init = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)
-    pre = Trainer(model, init["params"], steps=pretrain_steps)
+    pre = Trainer(shape, steps=pretrain_steps)
     state = pre.fit(init, *data["source_train"], seed=0)
     pretrained = {"params": jax.device_get(state.params)}
     source_acc = pre.accuracy(state, *data["source_test"])
     log(f"# pretrained LeNet-5 on digits 0-4: {source_acc:.2%} test accuracy "
         f"({len(data['source_test'][1])} images), {time.time() - t0:.1f} s")  # fmt: skip
 
-    frozen_top = transfer.frozen_layers(model, all_but_last=2, input_shape=shape)
     trainers = {
-        "scratch": Trainer(model, init["params"], steps=steps),
-        "top": Trainer(model, init["params"], steps=steps, frozen=frozen_top),
-        "all": Trainer(model, init["params"], steps=steps),
+        "scratch": Trainer(shape, steps=steps),
+        "top": Trainer(shape, steps=steps, freeze_all_but_last=2),
+        "all": Trainer(shape, steps=steps),
     }
+    frozen_top = trainers["top"].engine.frozen
     rows = []
     for k in ks:
         for seed in seeds:
