@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -117,7 +118,7 @@ class Summary:
 
     def __str__(self) -> str:
         head = ("layer", "type", "output shape", "params", "MACs", "RF", "jump")
-        rows = [head]
+        rows: list[tuple[str, ...]] = [head]
         for r in self.layers:
             g = r.geometry
             rows.append(
@@ -194,11 +195,11 @@ def summary(
         raise TypeError(
             f"summary: expected a model name or a linen Module; got {type(name_or_model)}"
         )
-    input_shape = tuple(int(d) for d in input_shape)
-    if len(input_shape) != 4:
-        raise ValueError(f"summary: `input_shape` must be (N, H, W, C); got {input_shape}")
+    in_shape = tuple(int(d) for d in input_shape)
+    if len(in_shape) != 4:
+        raise ValueError(f"summary: `input_shape` must be (N, H, W, C); got {in_shape}")
 
-    x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
+    x = jax.ShapeDtypeStruct(in_shape, jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
 
     calls: dict[tuple[str, ...], tuple[str, tuple[int, ...]]] = {}
@@ -240,8 +241,10 @@ def summary(
             # The layer emitted no operation (an identity, e.g. an adaptive pool to the size it
             # is given): its output is its input, in call order the previous layer's output.
             prev = rows[-1] if rows else None
-            same = prev is not None and prev.output_shape == shape
-            stats = _Scope(last_geometry=prev.geometry if same else None)
+            if prev is not None and prev.output_shape == shape:
+                stats = _Scope(last_geometry=prev.geometry)
+            else:
+                stats = _Scope()
         rows.append(
             LayerInfo(
                 name=".".join(p),
@@ -263,7 +266,7 @@ def summary(
     total_params = sum(math.prod(v.shape) for v in jax.tree.leaves(variables.get("params", {})))
     return Summary(
         model=label,
-        input_shape=input_shape,
+        input_shape=in_shape,
         layers=tuple(rows),
         total_params=int(total_params),
         total_macs=int(walker.total_macs),
@@ -414,7 +417,7 @@ class _Walker:
             g = self._g(eqn.invars[0])
             cfg = eqn.params["padding_config"]
             if g is not None and len(cfg) == 4 and all(c[2] == 0 for c in cfg[1:3]):
-                start = tuple(g.start[a] - cfg[1 + a][0] * g.jump[a] for a in range(2))
+                start = _hw(g.start[a] - cfg[1 + a][0] * g.jump[a] for a in range(2))
                 self.geom[out] = Geometry(g.rf, g.jump, start)
             else:
                 self.geom[out] = None
@@ -427,8 +430,8 @@ class _Walker:
             if g is not None and len(starts) == 4:
                 self.geom[out] = Geometry(
                     g.rf,
-                    tuple(g.jump[a] * strides[1 + a] for a in range(2)),
-                    tuple(g.start[a] + starts[1 + a] * g.jump[a] for a in range(2)),
+                    _hw(g.jump[a] * strides[1 + a] for a in range(2)),
+                    _hw(g.start[a] + starts[1 + a] * g.jump[a] for a in range(2)),
                 )
             else:
                 self.geom[out] = None
@@ -450,21 +453,27 @@ class _Walker:
             self.geom[o] = _union(cands) if cands else None
 
 
+def _hw(per_axis: Iterable[int]) -> tuple[int, int]:
+    """The (H, W) pair of a value computed per spatial axis (a generator over range(2))."""
+    h, w = per_axis
+    return h, w
+
+
 def _window_geometry(g: Geometry, kernel, stride, pad_lo, dilation) -> Geometry:
     return Geometry(
-        rf=tuple(g.rf[a] + (kernel[a] - 1) * dilation[a] * g.jump[a] for a in range(2)),
-        jump=tuple(g.jump[a] * stride[a] for a in range(2)),
-        start=tuple(g.start[a] - pad_lo[a] * g.jump[a] for a in range(2)),
+        rf=_hw(g.rf[a] + (kernel[a] - 1) * dilation[a] * g.jump[a] for a in range(2)),
+        jump=_hw(g.jump[a] * stride[a] for a in range(2)),
+        start=_hw(g.start[a] - pad_lo[a] * g.jump[a] for a in range(2)),
     )
 
 
 def _union(gs: list[Geometry]) -> Geometry:
     if len(gs) == 1:
         return gs[0]
-    start = tuple(min(g.start[a] for g in gs) for a in range(2))
-    end = tuple(max(g.start[a] + g.rf[a] for g in gs) for a in range(2))
-    jump = tuple(max(g.jump[a] for g in gs) for a in range(2))
-    return Geometry(tuple(end[a] - start[a] for a in range(2)), jump, start)
+    start = _hw(min(g.start[a] for g in gs) for a in range(2))
+    end = _hw(max(g.start[a] + g.rf[a] for g in gs) for a in range(2))
+    jump = _hw(max(g.jump[a] for g in gs) for a in range(2))
+    return Geometry(_hw(end[a] - start[a] for a in range(2)), jump, start)
 
 
 def _subjaxpr(eqn):

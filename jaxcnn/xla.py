@@ -131,6 +131,13 @@ def _accepted(platform: str, kind: str = "step") -> dict[str, str]:
 _CACHE_DIR_SET_HERE: str | None = None
 
 
+def _current_cache_dir() -> str | None:
+    """JAX's ``jax_compilation_cache_dir`` setting (None or "" when unset)."""
+    # JAX adds its options to Config at import (setattr), so pyright does not know them;
+    # config.read() refuses options with a context manager and says to read the attribute.
+    return jax.config.jax_compilation_cache_dir  # pyright: ignore[reportAttributeAccessIssue]
+
+
 def enable_compilation_cache(directory: str | os.PathLike) -> str:
     """Turn on JAX's persistent compilation cache in `directory` for this process.
 
@@ -151,7 +158,7 @@ def enable_compilation_cache(directory: str | os.PathLike) -> str:
     Returns:
       The cache folder in use.
     """
-    current = jax.config.jax_compilation_cache_dir
+    current = _current_cache_dir()
     if current and current != _CACHE_DIR_SET_HERE:
         return current  # the user's own choice
     path = os.path.abspath(os.fspath(directory))
@@ -162,7 +169,7 @@ def enable_compilation_cache(directory: str | os.PathLike) -> str:
 
 def _set_cache_dir(path: str | None) -> None:
     global _CACHE_DIR_SET_HERE
-    if path == (jax.config.jax_compilation_cache_dir or None):
+    if path == (_current_cache_dir() or None):
         return
     from jax.experimental.compilation_cache import compilation_cache as cc
 
@@ -176,10 +183,10 @@ def compilation_cache(directory: str | os.PathLike) -> Iterator[str]:
     """`enable_compilation_cache` for the length of a ``with`` block; afterwards the
     process's previous setting (usually none) is back, so later compilations in the same
     session (a notebook) do not keep writing into this folder."""
-    previous = jax.config.jax_compilation_cache_dir
+    previous = _current_cache_dir()
     path = enable_compilation_cache(directory)
     try:
         yield path
     finally:
-        if previous != jax.config.jax_compilation_cache_dir:
+        if previous != _current_cache_dir():
             _set_cache_dir(previous or None)

@@ -151,7 +151,8 @@ def save_weights(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) 
             save_file(arrays, str(tmp))
         elif suffix == ".npz":
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                # allow_pickle spelled out (its default), so no key of **arrays can fill it.
+                np.savez(f, allow_pickle=True, **arrays)
         else:
             raise ValueError(
                 f"save_weights: unsupported suffix {suffix!r} for {path}; use .safetensors or .npz"

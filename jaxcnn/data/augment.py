@@ -158,17 +158,17 @@ def normalize(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> n
       (H, W, C) float32.
     """
     x = to_float(img)
-    mean = np.asarray(mean, dtype=np.float32).reshape(-1)
-    std = np.asarray(std, dtype=np.float32).reshape(-1)
+    m = np.asarray(mean, dtype=np.float32).reshape(-1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1)
     c = x.shape[2]
-    if mean.shape != (c,) or std.shape != (c,):
+    if m.shape != (c,) or s.shape != (c,):
         raise ValueError(
-            f"mean and std must have one value per channel ({c}); got mean {mean.tolist()} "
-            f"and std {std.tolist()}"
+            f"mean and std must have one value per channel ({c}); got mean {m.tolist()} "
+            f"and std {s.tolist()}"
         )
-    if np.any(std <= 0):
-        raise ValueError(f"std must be positive; got {std.tolist()}")
-    return (x - mean) / std
+    if np.any(s <= 0):
+        raise ValueError(f"std must be positive; got {s.tolist()}")
+    return (x - m) / s
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -492,7 +492,7 @@ def adjust_colors(
     brightness: float | None = None,
     contrast: float | None = None,
     saturation: float | None = None,
-    order: Sequence[int] = (0, 1, 2),
+    order: Sequence[int] | np.ndarray = (0, 1, 2),
 ) -> np.ndarray:
     """torchvision's brightness/contrast/saturation adjustments with given factors, in order.
 
@@ -503,7 +503,8 @@ def adjust_colors(
     Args:
       img: (H, W, C) float in [0, 1], C in {1, 3}.
       brightness, contrast, saturation: factors >= 0, or None to leave that one out.
-      order: a permutation of (0, 1, 2): the order the enabled adjustments run in.
+      order: a permutation of (0, 1, 2) (a sequence or an int array): the order the enabled
+        adjustments run in.
 
     Returns:
       (H, W, C) float32 in [0, 1].

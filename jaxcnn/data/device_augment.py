@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import jax
 import jax.numpy as jnp
@@ -142,7 +142,7 @@ def _check_param(value, name: str, batch: int, tail: tuple[int, ...] = (), *, ki
 def _check_key(key):
     if not hasattr(key, "dtype"):
         raise TypeError(f"key must be a jax.random key; got {type(key).__name__}")
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
             raise ValueError(f"key must be a single key; got a key array of shape {key.shape}")
     elif not (np.dtype(key.dtype) == np.uint32 and len(key.shape) == 1):
@@ -157,7 +157,7 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _is_real(value) -> bool:
+def _is_real(value: object) -> TypeGuard[int | float | np.integer | np.floating]:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
@@ -516,14 +516,15 @@ def _taps(start, length, in_size: int, out_len: int, offset: int, n_out: int):
     return idx, w
 
 
-def _blend_rows(x, idx, w):
+def _blend_rows(x, idx, w) -> jax.Array:
     """out[b, o] = sum_k w[b, o, k] * x[b, idx[b, o, k]] for x (B, N, M, C) -> (B, n, M, C)."""
-    out = None
+    out: jax.Array | None = None
     # One gather and a fused multiply-add per tap: reducing over a tap axis of a gathered
     # (B, n, K, M, C) array ran about 10x slower on CPU.
     for k in range(idx.shape[2]):
         term = _take_rows(x, idx[:, :, k]).astype(jnp.float32) * w[:, :, k, None, None]
         out = term if out is None else out + term
+    assert out is not None  # _taps gives K >= 4 taps
     return out
 
 

@@ -64,7 +64,8 @@ _JPEG_SCALES = (8, 4, 2)
 
 
 def _cv2():
-    import cv2
+    # OpenCV is optional (the "opencv" extra); without it pyright cannot resolve the import.
+    import cv2  # pyright: ignore[reportMissingImports]
 
     return cv2
 
@@ -326,6 +327,7 @@ def decode_to_common(path: str, mode: str, size: int, *, crop: bool, backend: st
         raise ValueError(f"could not decode image file {path!r}: {e}") from e
     if wide:  # 16-bit grey: scaled to 8 bits by ImageFolder's own rule first
         return resize_to_common(_decode(path, mode), size, crop=crop, backend=backend)
+    assert arr is not None  # every image but a wide grey one was decoded above
     arr = _as_hwc(arr)
     if (w, h) != (size, size) or s > 1:
         arr = _resize_array(arr, size, _scaled(box, s), backend)

@@ -19,7 +19,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -216,8 +216,10 @@ def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
             if data.shape == (1797, 65):
                 return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
     from sklearn.datasets import load_digits
+    from sklearn.utils import Bunch
 
-    bunch = load_digits()
+    # A Bunch unless return_X_y=True (sklearn annotates no overloads for the two forms).
+    bunch = cast(Bunch, load_digits())
     return bunch.images, bunch.target
 
 
@@ -343,6 +345,10 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None) -> TfdsSo
     # when no data_dir is given (with one, it would prepare TFRecord files it cannot read).
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     features = builder.info.features
+    if not isinstance(features, tfds.features.FeaturesDict):  # None, or a single feature
+        raise ValueError(
+            f'TFDS data set {name!r} must have features "image" and "label"; it has {features!r}'
+        )
     keys = list(features.keys())
     if "image" not in keys or "label" not in keys:
         raise ValueError(
@@ -351,14 +357,16 @@ def tfds_source(name: str, split: str, *, data_dir: str | None = None) -> TfdsSo
     num_classes = getattr(features["label"], "num_classes", None)
     if not num_classes:
         raise ValueError(f'TFDS data set {name!r}: feature "label" is not a ClassLabel')
-    shape = tuple(features["image"].shape)
+    # tfds types `shape` as a tree of shapes; a single (image) feature's is one tuple.
+    shape = tuple(cast(Sequence[int | None], features["image"].shape))
     if len(shape) == 2:
         shape = (*shape, 1)
     if len(shape) != 3 or shape[2] is None:
         raise ValueError(f"TFDS data set {name!r}: expected (H, W, C) images; got shape {shape}")
     if not builder.is_prepared():
         _tfds_prepare(builder, name)
-    data_source = builder.as_data_source(split=split)
+    # tfds's logging decorator types the wrapped method without its first parameter, `split`.
+    data_source = builder.as_data_source(split=split)  # pyright: ignore[reportCallIssue]
     base = name.split(":")[0].split("/")[0]
     channels = int(shape[2])
     mean, std = KNOWN_NORMALIZATION.get(base, ((0.5,) * channels, (0.5,) * channels))
@@ -405,7 +413,7 @@ def _tfds_prepare(builder, name: str) -> None:
         ) from e
 
 
-def _missing_module(error: BaseException) -> str | None:
+def _missing_module(error: BaseException | None) -> str | None:
     """The top-level name of the module whose import failed, along the chain of causes."""
     seen = set()
     while error is not None and id(error) not in seen:
@@ -699,12 +707,14 @@ def _decodable(paths: Sequence[str], mode: str) -> list[bool]:
 class SyntheticSource(Source):
     """Random images and labels, each generated on access from (seed, index): see `synthetic`."""
 
-    def __init__(self, num_examples: int, image_shape, num_classes: int, seed: int):
+    image_shape: tuple[int, int, int]  # every image has the same, known size
+
+    def __init__(self, num_examples: int, image_shape: Sequence[int], num_classes: int, seed: int):
         self._n = num_examples
         self._seed = seed
-        self.image_shape = tuple(int(s) for s in image_shape)
+        h, w, c = (int(s) for s in image_shape)  # `synthetic` checked it is (H, W, C)
+        self.image_shape = (h, w, c)
         self.num_classes = num_classes
-        c = self.image_shape[2]
         # Uniform over 0..255: mean 1/2, std sqrt((256^2 - 1) / 12) / 255.
         self.mean = (0.5,) * c
         self.std = (float(np.sqrt((256**2 - 1) / 12.0) / 255.0),) * c

@@ -106,7 +106,7 @@ def prepare_without_tensorflow(builder) -> bool:
 def _split_generators_for(builder):
     """The TF-free `_split_generators` for ``builder``, or None for a builder it does not know."""
     name = getattr(builder, "name", None)
-    if SUPPORTED.get(name) != str(getattr(builder, "version", "")):
+    if name is None or SUPPORTED.get(name) != str(getattr(builder, "version", "")):
         return None
     from tensorflow_datasets.image_classification import cifar, mnist
 
@@ -229,7 +229,9 @@ def _tar_members(archive, wanted: dict[str, str]) -> dict[str, bytes]:
         for member in tar:
             key = wanted.get(os.path.normpath(member.name))
             if key is not None and member.isfile():
-                found[key] = tar.extractfile(member).read()
+                data = tar.extractfile(member)
+                assert data is not None  # None only for members that are not regular files
+                found[key] = data.read()
     missing = sorted(set(wanted) - {p for p, k in wanted.items() if k in found})
     if missing:
         raise ValueError(f"{archive}: the archive lacks {missing}")

@@ -55,7 +55,9 @@ def platform_op(
         # Under shard_map the output varies over the mesh axes its inputs vary over.
         vma = frozenset().union(*(getattr(a, "vma", frozenset()) for a in avals))
         if vma:
-            return ShapedArray(out.shape, out.dtype, vma=vma)
+            # `vma` is the keyword of the JAX releases whose avals carry `.vma`; the installed
+            # JAX's ShapedArray has no such keyword (nor avals a `.vma`), so pyright flags it.
+            return ShapedArray(out.shape, out.dtype, vma=vma)  # pyright: ignore[reportCallIssue]
         return ShapedArray(out.shape, out.dtype)
 
     prim.def_abstract_eval(abstract_eval)

@@ -200,7 +200,8 @@ def conv2d(
     if algorithm.startswith("winograd"):
         # Before any padded copy is made, and naming the function the user called.
         check_winograd_supported(kernel, stride, dilation, _WINOGRAD_TILE[algorithm], op)
-    out_hw = output_hw(op, x.shape[1:3], kernel, stride, pads, dilation, x_shape=x.shape)
+    in_hw = (x.shape[1], x.shape[2])
+    out_hw = output_hw(op, in_hw, kernel, stride, pads, dilation, x_shape=x.shape)
     w = w.astype(x.dtype)
 
     if algorithm == "xla" and padding_mode == "zeros":

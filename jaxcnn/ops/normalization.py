@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -124,7 +125,8 @@ def batch_norm(
     if shift is None:
         shift = x.reshape(-1, c)[0]
         if axis_name is not None:
-            shift = lax.pmean(shift, axis_name)
+            # pmean is untyped (it maps over pytrees); of an array it is an array.
+            shift = cast(jax.Array, lax.pmean(shift, axis_name))
     shift = lax.stop_gradient(shift.astype(x.dtype))
     return _batch_norm(
         x, scale.astype(x.dtype), bias.astype(x.dtype), shift, float(epsilon), axis_name

@@ -137,7 +137,9 @@ TRANSFORMS = {2: (_BT2, _G2, _AT2), 4: (_BT4, _G4, _AT4)}
 """tile m -> (B^T, G, A^T) of F(m, 3), as float64 numpy arrays."""
 
 
-def check_supported(kernel: Pair, stride: Pair, dilation: Pair, tile: int, op: str) -> None:
+def check_supported(
+    kernel: tuple[int, ...], stride: Pair, dilation: Pair, tile: int, op: str
+) -> None:
     """Raise ValueError unless F(tile x tile, 3x3) can compute this convolution."""
     need = (
         "Winograd F(mxm, 3x3) needs a 3x3 kernel, stride 1 and dilation 1; use "

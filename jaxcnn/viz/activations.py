@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -105,7 +105,9 @@ def forward(
         return out
 
     with nn.intercept_methods(interceptor):
-        logits = model.apply(variables, x, train=False)
+        # Without `mutable`, apply returns the output alone (its annotation also allows the
+        # (output, updated variables) pair of a mutable call).
+        logits = cast(jax.Array, model.apply(variables, x, train=False))
     if layer is None:
         return logits, None
     if not found:

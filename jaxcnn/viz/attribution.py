@@ -166,8 +166,8 @@ def _evaluate(jaxpr, consts, args, rule: str) -> list:
             outs = [_RULE_FUNCTIONS["relu", rule](invals[k])]
         elif name == "tanh":
             outs = [_RULE_FUNCTIONS["tanh", rule](invals[0])]
-        elif name in _CALLS and _sub(eqn) is not None:
-            sub, sub_consts = _sub(eqn)
+        elif name in _CALLS and (call := _sub(eqn)) is not None:
+            sub, sub_consts = call
             outs = _evaluate(sub, sub_consts, invals, rule)
         else:
             params = eqn.primitive.get_bind_params(eqn.params)
@@ -274,7 +274,10 @@ def _selector(y: jax.Array, target: jax.Array, position: jax.Array) -> jax.Array
 def _project_impl(model, layer, rule, fn, variables, x, target, position):
     def f(variables, x):
         logits, act = _act.forward(model, variables, x, layer, fn=fn)
-        return logits if layer is None else act
+        if layer is None:
+            return logits
+        assert act is not None  # forward returns a named layer's output (or raises)
+        return act
 
     g = with_rule(f, rule)
     y, vjp = jax.vjp(lambda x: g(variables, x), x)
@@ -375,6 +378,7 @@ class GradCAM(NamedTuple):
 def _grad_cam_impl(model, layer, variables, x, delta, target):
     def f(delta):
         logits, act = _act.forward(model, variables, x, layer, delta=delta, fn="grad_cam")
+        assert act is not None  # forward returns a named layer's output (or raises)
         return logits, act
 
     logits, vjp, act = jax.vjp(f, delta, has_aux=True)

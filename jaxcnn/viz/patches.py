@@ -76,6 +76,7 @@ class TopPatches:
 def _unit_maxima_impl(model, layer, variables, x, units):
     """(N, U) largest activation of each unit over its map, and the flat position of it."""
     _, a = _act.forward(model, variables, x, layer, fn="top_patches")
+    assert a is not None  # forward returns a named layer's output (or raises)
     a = jnp.take(a, units, axis=-1)
     if a.ndim == 2:
         return a, jnp.zeros(a.shape, jnp.int32)

@@ -118,7 +118,7 @@ def plot_filters(filters: np.ndarray, title: str | None = None, ncols: int | Non
     filters = np.asarray(filters)
     if filters.ndim != 4:
         raise ValueError(f"plot_filters: `filters` must be (N, kh, kw, C); got {filters.shape}")
-    n = filters.shape[0]
+    n = int(filters.shape[0])
     ncols = min(n, 8) if ncols is None else ncols
     nrows = math.ceil(n / ncols)
     fig = new_figure((1.1 * ncols, 1.1 * nrows + (0.5 if title else 0.1)))
@@ -185,7 +185,7 @@ def plot_top_patches(top, mean=0.0, std=1.0, title: str | None = None, ncols: in
         imgs = unnormalize(top.patches[ui], mean, std)
         if imgs.shape[-1] == 1:
             imgs = np.repeat(imgs, 3, axis=-1)  # RGB, so that the markings below stand out
-        imgs = np.where(top.valid[ui][..., None], imgs, np.float32(OUTSIDE_RGB))
+        imgs = np.where(top.valid[ui][..., None], imgs, np.asarray(OUTSIDE_RGB, np.float32))
         imgs = imgs[: max(1, int((top.indices[ui] >= 0).sum()))]
         # Small fields are enlarged (nearest neighbour) so that the separators stay thin.
         zoom = max(1, 32 // max(imgs.shape[1:3]))
@@ -208,7 +208,7 @@ def _separators(grid: np.ndarray, tile: tuple[int, int], pad: int) -> np.ndarray
     """Colour the `pad`-wide lines between tiles of an `image_grid` mosaic."""
     grid = grid.copy()
     h, w = tile
-    sep = np.float32(SEPARATOR_RGB)
+    sep = np.asarray(SEPARATOR_RGB, np.float32)
     for r in range(h, grid.shape[0], h + pad):
         grid[r : r + pad] = sep
     for q in range(w, grid.shape[1], w + pad):
