@@ -773,14 +773,16 @@ class AugmentSpec:
     channels: int | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    eval_resize: int = 0
-    random_crop_padding: int = 0
-    random_rotation: float = 0.0
-    random_scale: float = 0.0
-    random_resized_crop: bool = False
-    hflip: bool = False
-    pca_lighting: float = 0.0
-    color_jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # The data config's defaults (`DataConfig` holds them; a frozen dataclass's class attribute
+    # is its field's default): an unset transform is off.
+    eval_resize: int = DataConfig.eval_resize
+    random_crop_padding: int = DataConfig.random_crop_padding
+    random_rotation: float = DataConfig.random_rotation
+    random_scale: float = DataConfig.random_scale
+    random_resized_crop: bool = DataConfig.random_resized_crop
+    hflip: bool = DataConfig.hflip
+    pca_lighting: float = DataConfig.pca_lighting
+    color_jitter: tuple[float, float, float] = DataConfig.color_jitter
 
     def __post_init__(self):
         def put(name, value):

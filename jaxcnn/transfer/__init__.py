@@ -29,9 +29,8 @@ needs lives below it, and is re-exported here):
 * `jaxcnn.transfer.weights`: `load_pretrained`.
 * `jaxcnn.transfer.features`: `extract_features`.
 
-Where weights come from: `jaxcnn.convert` reads torchvision/timm files (.pth through
-``torch.load(weights_only=True)``, .safetensors, .npz) and names missing or unexpected keys;
-`jaxcnn.training.load_run` reads a jaxcnn workdir. Nothing here downloads.
+Weights come from torchvision/timm files or jaxcnn workdirs, as `jaxcnn.training.finetune`
+says; nothing here downloads.
 """
 
 from ..anatomy import blocks, head_layers, layer_paths

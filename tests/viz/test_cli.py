@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.viz.expected import DEFAULT_REPORT
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -30,26 +32,14 @@ def run_cli(*args):
     )
 
 
-# Figure -> (minimum width, minimum height) in pixels.
-EXPECTED = {
-    "filters.png": (400, 100),
-    "filters_conv2.png": (400, 150),
-    "top_patches_conv1.png": (500, 400),
-    "top_patches_conv2.png": (500, 400),
-    "top_patches_fc1.png": (500, 400),
-    "feature_maps_conv1.png": (400, 100),
-    "attributions.png": (900, 600),
-}
-
-
 @pytest.mark.slow
 def test_visualize_writes_every_figure(trained_run):
     proc = run_cli(f"--workdir={trained_run}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     viz_dir = trained_run / "viz"
-    assert sorted(os.listdir(viz_dir)) == sorted(EXPECTED)
+    assert sorted(os.listdir(viz_dir)) == sorted(DEFAULT_REPORT)
     printed = proc.stdout.split()
-    for name, (min_w, min_h) in EXPECTED.items():
+    for name, (min_w, min_h) in DEFAULT_REPORT.items():
         path = viz_dir / name
         assert str(path) in printed
         with Image.open(path) as im:

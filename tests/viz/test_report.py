@@ -12,17 +12,7 @@ from PIL import Image
 
 from jaxcnn import viz
 from jaxcnn.viz.report import _pick_depths, _pick_images
-
-# The default report of LeNet-5, in the order written; figure -> (min width, min height).
-DEFAULT = {
-    "filters.png": (400, 100),
-    "filters_conv2.png": (400, 150),
-    "top_patches_conv1.png": (500, 400),
-    "top_patches_conv2.png": (500, 400),
-    "top_patches_fc1.png": (500, 400),
-    "feature_maps_conv1.png": (400, 100),
-    "attributions.png": (900, 600),
-}
+from tests.viz.expected import DEFAULT_REPORT
 
 
 def png_size(path) -> tuple[int, int]:
@@ -39,10 +29,10 @@ def test_report_writes_the_default_figures_in_order(trained_run, tmp_path):
     out = tmp_path / "figures"
     before = sorted(trained_run.rglob("*"))
     written = viz.report(trained_run, out)
-    assert written == [str(out / name) for name in DEFAULT]
-    assert sorted(os.listdir(out)) == sorted(DEFAULT)
+    assert written == [str(out / name) for name in DEFAULT_REPORT]
+    assert sorted(os.listdir(out)) == sorted(DEFAULT_REPORT)
     assert sorted(trained_run.rglob("*")) == before  # out_dir given: nothing in the workdir
-    for name, (min_w, min_h) in DEFAULT.items():
+    for name, (min_w, min_h) in DEFAULT_REPORT.items():
         w, h = png_size(out / name)
         assert min_w <= w <= 4000 and min_h <= h <= 4000, (name, (w, h))
 
@@ -74,9 +64,9 @@ def test_report_follows_its_arguments(trained_run, tmp_path):
     # Two units of three patches in one row, against six units of nine in two rows; two
     # attribution rows against four.
     _, small_h = png_size(out / "top_patches_conv2.png")
-    assert small_h < DEFAULT["top_patches_conv2.png"][1]
+    assert small_h < DEFAULT_REPORT["top_patches_conv2.png"][1]
     _, attr_h = png_size(out / "attributions.png")
-    assert attr_h < DEFAULT["attributions.png"][1]
+    assert attr_h < DEFAULT_REPORT["attributions.png"][1]
 
 
 @pytest.mark.slow
