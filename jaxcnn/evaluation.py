@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -153,7 +153,8 @@ def evaluate_weights(
 
     @jax.jit
     def scores(variables, images, labels):
-        logits = module.apply(variables, images, train=False)
+        # Without `mutable`, apply returns the model's output alone.
+        logits = cast(jax.Array, module.apply(variables, images, train=False))
         return (
             cross_entropy(logits, labels),
             topk_correct(logits, labels, 1),
@@ -210,7 +211,7 @@ def evaluate_weights(
     return result
 
 
-def _class_names(ds, num_outputs: int) -> list[str] | None:
+def _class_names(ds: data_lib.Datasets, num_outputs: int) -> list[str] | None:
     classes = getattr(ds.eval_source, "classes", None)
     if classes:
         return [str(c) for c in classes]

@@ -24,19 +24,23 @@ builder (gather records, augment each, stack, normalise), ``.to_iter_dataset``, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import augment, host_resize
 from .config import DataConfig
 from .sources import ArraySource, Source
+
+if TYPE_CHECKING:
+    from .device_augment import AugmentSpec
 
 __all__ = ["DataConfig", "Datasets", "EvalLoader", "TrainIterator", "TrainLoader"]
 
@@ -54,21 +58,24 @@ _STREAM_BATCHES = 1 << 40
 # ----------------------------------------------------------------------------- configuration
 
 
-def _jitter(value) -> tuple[float, float, float]:
+def _jitter(value: object) -> tuple[float, float, float]:
     """data.color_jitter as (brightness, contrast, saturation); one number stands for all three."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = (value, value, value)
-    ok = isinstance(value, (list, tuple)) and len(value) == 3
-    ok = ok and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")
-        for v in value
-    )
-    if not ok:
+    if not (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")
+            for v in value
+        )
+    ):
         raise ValueError(
             "data.color_jitter must be (brightness, contrast, saturation), three finite numbers "
             f">= 0 (or one number for all three); got {value!r}"
         )
-    return tuple(float(v) for v in value)
+    brightness, contrast, saturation = (float(v) for v in value)
+    return brightness, contrast, saturation
 
 
 def _int(cfg: DataConfig, key: str, minimum: int) -> int:
@@ -113,6 +120,13 @@ def _convert_stats(values: Sequence[float], to: int, *, is_std: bool) -> tuple[f
 
 
 # ----------------------------------------------------------------------------- transforms
+
+
+def _need_rng(rng: np.random.Generator | None) -> np.random.Generator:
+    """The generator of a random training transform; `_Transform.random` says when one is built."""
+    if rng is None:
+        raise TypeError("rng must be a numpy.random.Generator for a random transform; got None")
+    return rng
 
 
 class _Transform:
@@ -183,24 +197,24 @@ class _Transform:
             return self.common(img)
         s = self.size
         if self.rrc:
-            img = augment.random_resized_crop(img, s, rng)
+            img = augment.random_resized_crop(img, s, _need_rng(rng))
         else:
             if self.eval_resize:
                 img = augment.resize_shorter(img, self.eval_resize)
             elif img.shape[:2] != (s, s):
                 img = augment.resize(img, s)
             if self.rotation or self.scale:
-                img = augment.random_rotate_scale(img, rng, self.rotation, self.scale)
+                img = augment.random_rotate_scale(img, _need_rng(rng), self.rotation, self.scale)
             if self.padding or img.shape[:2] != (s, s):
-                img = augment.random_crop(img, s, self.padding, rng)
+                img = augment.random_crop(img, s, self.padding, _need_rng(rng))
         if self.flip:
-            img = augment.hflip(img, rng)
+            img = augment.hflip(img, _need_rng(rng))
         if any(self.jitter) or self.pca:
             img = augment.to_float(img)
         if any(self.jitter):
-            img = augment.color_jitter(img, rng, *self.jitter)
+            img = augment.color_jitter(img, _need_rng(rng), *self.jitter)
         if self.pca:
-            img = augment.pca_lighting(img, rng, self.pca)
+            img = augment.pca_lighting(img, _need_rng(rng), self.pca)
         return img
 
     def eval(self, img: np.ndarray) -> np.ndarray:
@@ -579,7 +593,9 @@ class TrainIterator:
         if self._closed:
             raise ValueError("this TrainIterator is closed")
         self.start_prefetch()
-        batch = next(self._it)
+        it = self._it
+        assert it is not None  # start_prefetch opens one on an iterator that is not closed
+        batch = next(it)
         self._position += self._loader.global_batch_size
         return batch
 
@@ -660,8 +676,11 @@ class EvalLoader:
 # ----------------------------------------------------------------------------- datasets
 
 
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Datasets:
     """What `create_datasets` returns: the two loaders and what the model needs to know.
+
+    Read-only; compared by identity.
 
     Attributes:
       train: `TrainLoader` (infinite, resumable).
@@ -689,10 +708,32 @@ class Datasets:
         None with ``"host"``.
       description: one line describing all of the above.
       process_index, process_count: the slice of every global batch this process loads.
+      batch_size: the global training batch size (over all processes).
+      eval_batch_size: the global evaluation batch size (over all processes).
+      seed: the seed the training order and augmentation are functions of.
     """
 
-    def __init__(self, **kwargs):
-        self.__dict__.update(kwargs)
+    train: TrainLoader
+    eval: EvalLoader
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    augment: AugmentSpec | None
+    num_train: int
+    num_eval: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    steps_per_epoch: int
+    train_source: Source
+    eval_source: Source
+    source_names: tuple[str, str]
+    skipped: tuple[str, ...]
+    host_resize: str | None
+    description: str
+    process_index: int
+    process_count: int
+    batch_size: int
+    eval_batch_size: int
+    seed: int
 
     def __repr__(self) -> str:
         return f"Datasets({self.description})"
@@ -917,7 +958,7 @@ def create_datasets(
     if skipped:
         description += f", {len(skipped)} corrupt files skipped"
     resize = None
-    if device:
+    if transform.host_resize is not None:  # chosen exactly when augmenting on the device
         resize = host_resize.describe(transform.host_resize)
         description += f", host resize {resize}"
         logging.getLogger(__name__).info("training images resized on the host by %s", resize)

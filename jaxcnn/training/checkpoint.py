@@ -215,9 +215,9 @@ class Checkpoints:
         self.last_saved: int | None = None  # the step of the newest save started here
         self._checkpointer = None
         self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._failed_step: int | None = None
-        self._doing = ""
+        # A failed background save, surfaced by the next save/wait/close: (the error, its
+        # step, what was being done).
+        self._failure: tuple[BaseException, int, str] | None = None
         if self.primary:
             os.makedirs(self.directory, exist_ok=True)
 
@@ -375,7 +375,9 @@ class Checkpoints:
         doing = "save the checkpoint"
         try:
             if self.async_save:
-                self._orbax().wait_until_finished()
+                checkpointer = self._orbax()
+                assert isinstance(checkpointer, _ocp().AsyncCheckpointer)  # by async_save
+                checkpointer.wait_until_finished()
             if self.primary:
                 doing = "write the commit record of the checkpoint"
                 write_commit(os.path.join(self.directory, str(step)), step)
@@ -389,7 +391,7 @@ class Checkpoints:
                     if old < step:
                         _remove(os.path.join(self.directory, str(old)))
         except BaseException as e:  # surfaced by the caller's next save/wait/close
-            self._error, self._failed_step, self._doing = e, step, doing
+            self._failure = (e, step, doing)
 
     def _publish_best(self, step: int) -> None:
         source = os.path.join(self.directory, str(step))
@@ -423,9 +425,9 @@ class Checkpoints:
         ) from error
 
     def _raise(self) -> None:
-        if self._error is not None:
-            error, step, doing = self._error, self._failed_step, self._doing
-            self._error = self._failed_step = None
+        if self._failure is not None:
+            error, step, doing = self._failure
+            self._failure = None
             self._fail(step, error, doing)
 
     def wait(self) -> None:

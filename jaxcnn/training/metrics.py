@@ -35,7 +35,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -77,7 +77,8 @@ def _to_float(key: str, value: Any) -> float:
     if arr.dtype.kind == "f" and arr.dtype.itemsize < 8:
         # The shortest decimal that reads back as the same float32 (0.55, not
         # 0.550000011920929): the log stays readable and loses nothing.
-        return float(np.format_float_scientific(arr[()], unique=True))
+        scalar = cast(np.floating[Any], arr[()])  # a 0-d array indexed by () is its scalar
+        return float(np.format_float_scientific(scalar, unique=True))
     return float(arr)
 
 

@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.core import Tracer
 
 from ..xla import run_once_compiler_options
 
 
-@struct.dataclass
-class TrainState:
+class TrainState(struct.PyTreeNode):
     """Parameters, BatchNorm statistics, optimizer state, step counter and base RNG key.
 
     Attributes:
@@ -100,7 +100,7 @@ def create_train_state(
     # this call is itself being traced (eval_shape, an outer jit), where only the outermost
     # jit may carry compiler options.
     key = jax.random.fold_in(base, 0)
-    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, variables)))
+    traced = any(isinstance(x, Tracer) for x in jax.tree.leaves((key, variables)))
     options = None if traced else run_once_compiler_options()
     if variables is None:
         x = jnp.zeros((1, *input_shape), jnp.float32)
