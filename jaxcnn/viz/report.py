@@ -189,8 +189,7 @@ def report(
     mean, std = info["mean"], info["std"]
     # One process, no worker processes: this is a small read-only pass over the eval split.
     data_cfg = dict(cfg["data"], worker_count=0)
-    # Any: `Datasets` sets its attributes from keywords, which a type checker cannot see.
-    data: Any = create_datasets(
+    data = create_datasets(
         data_cfg,
         seed=int(cfg.get("seed", 0)),
         batch_size=int(cfg["batch_size"]),
