@@ -385,6 +385,8 @@ def _run(cfg: dict, workdir: str, t0: float) -> dict[str, Any]:
         workdir, keep=c.keep_checkpoints, keep_best=c.keep_best, async_save=c.async_checkpointing
     )
     frozen, lr_multipliers = _fine_tuning(c, model, input_shape)
+    # BatchNorm: statistics synchronised over the pmap axis (if any), frozen layers' fixed.
+    model = models.configure_batch_norm(model, axis_name=par.bn_axis_name, frozen=frozen)
     tx = make_optimizer(
         c.optimizer, schedule, init_vars["params"], frozen=frozen, lr_multipliers=lr_multipliers
     )
