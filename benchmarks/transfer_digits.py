@@ -24,8 +24,9 @@ them:
 (a), (c) and (d) share one recipe chosen before any measurement and not tuned on the test
 images: SGD with Nesterov momentum 0.9, learning rate 0.05 with a cosine decay, weight decay
 5e-4, batches of 32 drawn with replacement from the k x 5 images, random shifts of up to 2
-pixels, the same number of steps. They run through the library's own `make_optimizer` and
-`train_step` (frozen layers included), each compiled once and reused over every k and seed.
+pixels, the same number of steps. They run through the library's own `make_optimizer`,
+`train_step` and `models.configure_batch_norm` (frozen layers included), each compiled once and
+reused over every k and seed.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ class Trainer:
         schedule = learning_rate_schedule(
             cfg.optimizer, cfg.schedule, steps_per_epoch=steps, total_steps=steps
         )
-        self.model, self.steps = model, steps
+        # Frozen BatchNorms run in inference mode (LeNet-5 has none: the model comes back as is).
+        self.model = jaxcnn.models.configure_batch_norm(model, frozen=frozen)
+        self.steps = steps
         self.tx = make_optimizer(cfg.optimizer, schedule, params_like, frozen=frozen)
         par = DataParallel("none")
         self.par = par
