@@ -16,10 +16,8 @@ Conventions that make PyTorch weights drop in (see `jaxcnn.convert`):
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import jax
@@ -133,63 +131,30 @@ class Dense(nn.Module):
         return y
 
 
-_BATCH_NORM_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "jaxcnn_batch_norm_axis", default=None
-)
-
-
-@contextlib.contextmanager
-def batch_norm_axis(axis_name: str | None) -> Iterator[None]:
-    """Within this context, every `BatchNorm` whose own `axis_name` is None syncs over `axis_name`.
-
-    This is how the pmap data-parallel path gets cross-device BatchNorm statistics from models
-    that were written without knowing how they will be parallelised: the training engine traces
-    its step inside ``with batch_norm_axis("batch"):``. Read at trace time only, so jit caches
-    are unaffected once traced. (Under jit + sharding, no axis is needed: the batch axis is
-    global and the means are global already.)
-    """
-    token = _BATCH_NORM_AXIS.set(axis_name)
-    try:
-        yield
-    finally:
-        _BATCH_NORM_AXIS.reset(token)
-
-
-_FROZEN_LAYERS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
-    "jaxcnn_frozen_layers", default=frozenset()
-)
-
-
-def in_frozen_layer(path: tuple[str, ...] | list[str], frozen: Collection[str]) -> bool:
+def in_frozen_layer(path: Sequence[str], frozen: Collection[str]) -> bool:
     """True if the layer at `path` (module names from the model's root) is, or lies inside,
     one of `frozen` (layer paths written "a/b", e.g. "layer1.0" or "layer1.0/bn1")."""
+    if isinstance(frozen, str):
+        raise TypeError(
+            f"in_frozen_layer: `frozen` must be a collection of layer paths; got the string "
+            f"{frozen!r} (write ({frozen!r},) for one path)"
+        )
     if not frozen:
         return False
     return any("/".join(path[:i]) in frozen for i in range(1, len(path) + 1))
 
 
-@contextlib.contextmanager
-def frozen_layers(paths: Collection[str]) -> Iterator[None]:
-    """Within this context, every `BatchNorm` in one of `paths` runs in inference mode.
+def batch_norm_options(module: Any) -> dict[str, Any]:
+    """`module`'s BatchNorm options as keyword arguments for a child that holds BatchNorms.
 
-    A frozen BatchNorm normalises with its running statistics and leaves them unchanged even
-    when the model is applied with ``train=True``, while the rest of the model trains: the
-    fine-tuning behaviour that Keras ties to ``trainable=False`` and that users of Flax must
-    otherwise build by hand. The training engine's `train_step` enters this context with the
-    layers it freezes (their parameters it keeps fixed itself). Read at trace time only, like
-    `batch_norm_axis`.
-
-    Args:
-      paths: layer paths from the model's root, "/"-separated ("bn1", "layer1.0"); a path
-        freezes every layer under it.
+    Models and blocks that contain BatchNorm layers carry two attributes, ``bn_axis_name``
+    (the mapped axis for synchronised batch statistics, or None) and ``frozen_batch_norms``
+    (layer paths from the model's root whose BatchNorms run in inference mode), and hand
+    them down explicitly: ``Block(..., **batch_norm_options(self))``, then
+    ``BatchNorm(axis_name=self.bn_axis_name, frozen_paths=self.frozen_batch_norms)``.
+    `jaxcnn.models.configure_batch_norm` sets them on a whole model.
     """
-    if isinstance(paths, str):
-        raise TypeError(f"frozen_layers: paths must be a collection of strings; got {paths!r}")
-    token = _FROZEN_LAYERS.set(frozenset(paths))
-    try:
-        yield
-    finally:
-        _FROZEN_LAYERS.reset(token)
+    return {"bn_axis_name": module.bn_axis_name, "frozen_batch_norms": module.frozen_batch_norms}
 
 
 class BatchNorm(nn.Module):
@@ -201,14 +166,21 @@ class BatchNorm(nn.Module):
     the running statistics. Statistics are computed in float32 (float64 for float64 input)
     and stored in float32.
 
-    Inside `frozen_layers` a BatchNorm whose path is frozen behaves as in evaluation even
-    with ``train=True``: running statistics, none updated.
+    A frozen BatchNorm (its path in `frozen_paths`) behaves as in evaluation even with
+    ``train=True``: it normalises with the running statistics and updates none of them, while
+    the rest of the model trains. This is the fine-tuning behaviour that Keras ties to
+    ``trainable=False``; the training engine keeps the layer's parameters fixed itself.
 
     Attributes:
       momentum: PyTorch's momentum (0.1), i.e. 1 - Flax's.
       epsilon: added to the variance (PyTorch's eps).
-      axis_name: if set, batch statistics are averaged over this mapped axis (pmap / shard_map
-        data parallelism), i.e. synchronised BatchNorm over the global batch.
+      axis_name: if set, training-mode batch statistics are averaged over this mapped axis
+        (`jax.pmap`, `shard_map` or `jax.vmap` with this `axis_name`): synchronised BatchNorm
+        over the global batch. Applied with ``train=True``, the layer must then run inside
+        a transform that binds the axis; `init` and ``train=False`` need none.
+      frozen_paths: layer paths from the model's root, "/"-separated ("bn1", "layer1.0",
+        "layer1.0/bn1"); the layer is frozen if its own path (`self.path`) is, or lies under,
+        one of them. A tuple of strings, not one string.
       scale_init: initialiser of ``scale`` (zeros for the zero-init-residual trick).
     """
 
@@ -217,6 +189,7 @@ class BatchNorm(nn.Module):
     use_scale: bool = True
     use_bias: bool = True
     axis_name: str | None = None
+    frozen_paths: tuple[str, ...] = ()
     scale_init: Initializer = nn.initializers.ones
     bias_init: Initializer = nn.initializers.zeros
     dtype: Dtype | None = None
@@ -224,6 +197,12 @@ class BatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """x: (N, ..., C) -> the same shape and dtype (the `dtype` attribute if set)."""
+        if isinstance(self.frozen_paths, str):
+            raise TypeError(
+                f"BatchNorm {self.name}: `frozen_paths` must be a tuple of layer paths; got the "
+                f"string {self.frozen_paths!r} (write ({self.frozen_paths!r},) for one path)"
+            )
         c = x.shape[-1]
         mean_v = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         var_v = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
@@ -233,7 +212,7 @@ class BatchNorm(nn.Module):
         # Statistics in float32 at least (bfloat16 sums lose too much), float64 if given.
         xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         bshape = (1,) * (x.ndim - 1) + (c,)  # explicit broadcasting (no rank promotion)
-        if train and in_frozen_layer(self.path, _FROZEN_LAYERS.get()):
+        if train and in_frozen_layer(self.path, self.frozen_paths):
             train = False  # a frozen layer keeps (and uses) its running statistics
         scale = bias = None
         if self.use_scale:
@@ -241,7 +220,7 @@ class BatchNorm(nn.Module):
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
         if train:
-            axis_name = self.axis_name or _BATCH_NORM_AXIS.get()
+            axis_name = self.axis_name
             sync = axis_name is not None and not self.is_initializing()
             # `ops.batch_norm`: both statistics in one pass over x (shifted by x's first
             # row, which keeps float32 accuracy whatever the mean); its per-channel sums are
@@ -286,6 +265,8 @@ class ConvBN(nn.Module):
       kernel_size, stride, padding: as `torch.nn.Conv2d`'s.
       epsilon: BatchNorm's eps; 1e-3 in all four ports (TensorFlow's default).
       kernel_init: the convolution's initialiser.
+      bn_axis_name: "bn"'s `BatchNorm.axis_name` (synchronised statistics over that axis).
+      frozen_batch_norms: "bn"'s `BatchNorm.frozen_paths` (paths from the model's root).
     """
 
     features: int
@@ -295,6 +276,8 @@ class ConvBN(nn.Module):
     epsilon: float = 1e-3
     kernel_init: Initializer = torch_default_kernel_init
     dtype: Dtype | None = None
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -309,7 +292,13 @@ class ConvBN(nn.Module):
             dtype=self.dtype,
             name="conv",
         )(x)
-        x = BatchNorm(epsilon=self.epsilon, dtype=self.dtype, name="bn")(x, train=train)
+        x = BatchNorm(
+            epsilon=self.epsilon,
+            axis_name=self.bn_axis_name,
+            frozen_paths=self.frozen_batch_norms,
+            dtype=self.dtype,
+            name="bn",
+        )(x, train=train)
         return nn.relu(x)
 
 

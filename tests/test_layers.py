@@ -55,23 +55,37 @@ def test_batchnorm_keeps_input_dtype_and_computes_stats_in_float32():
     assert upd["batch_stats"]["mean"].dtype == jnp.float32
 
 
-def test_batchnorm_pmean_over_axis_name_equals_global_batch():
-    """With axis_name, BatchNorm uses the statistics of the batch over all devices."""
-    x = np.random.default_rng(1).standard_normal((4, 2, 3, 3, 5)).astype(np.float32)
+@pytest.mark.parametrize("transform", ["vmap", "pmap"])
+def test_batchnorm_pmean_over_axis_name_equals_global_batch(transform):
+    """With axis_name, BatchNorm uses the statistics of the batch over all devices: those of
+    the whole batch, computed here in float64 (pmap over the devices there are, vmap over 4
+    shards)."""
+    shards = jax.local_device_count() if transform == "pmap" else 4
+    x = np.random.default_rng(1).standard_normal((shards, 2, 3, 3, 5)).astype(np.float32)
+    x = x * np.linspace(0.5, 3.0, 5).astype(np.float32) + 1  # channels of different spread
     bn = layers.BatchNorm(axis_name="batch")
     v = bn.init(jax.random.key(0), jnp.asarray(x[0]))
 
     def step(x):
         return bn.apply(v, x, train=True, mutable=["batch_stats"])
 
-    y, upd = jax.vmap(step, axis_name="batch")(jnp.asarray(x))
-    y_all, upd_all = layers.BatchNorm().apply(
-        v, jnp.asarray(x.reshape(8, 3, 3, 5)), train=True, mutable=["batch_stats"]
-    )
-    np.testing.assert_allclose(y.reshape(8, 3, 3, 5), y_all, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(
-        upd["batch_stats"]["var"][0], upd_all["batch_stats"]["var"], rtol=1e-5
-    )
+    mapped = jax.pmap if transform == "pmap" else jax.vmap
+    y, upd = mapped(step, axis_name="batch")(jnp.asarray(x))
+    whole = x.reshape(-1, 5).astype(np.float64)
+    mean, var = whole.mean(0), whole.var(0)
+    expected = (x.astype(np.float64) - mean) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    for i in range(shards):  # every device's running statistics: those of the whole batch
+        np.testing.assert_allclose(upd["batch_stats"]["mean"][i], 0.1 * mean, rtol=1e-5)
+        np.testing.assert_allclose(
+            upd["batch_stats"]["var"][i], 0.9 + 0.1 * whole.var(0, ddof=1), rtol=1e-5
+        )
+        assert int(upd["batch_stats"]["num_batches_tracked"][i]) == 1
+    if shards > 1:  # without the axis, each shard has its own statistics
+        y_local, _ = mapped(
+            lambda x: layers.BatchNorm().apply(v, x, train=True, mutable=["batch_stats"])
+        )(jnp.asarray(x))
+        assert not np.allclose(y_local, expected, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("module,fan_in", [(layers.Conv(64, 3), 3 * 3 * 8), (layers.Dense(64), 8)])

@@ -84,10 +84,13 @@ class GoogLeNetOutputs(NamedTuple):
     aux_logits1: jax.Array
 
 
-def _conv_relu(x, features, kernel_size, *, paper, dtype, name, train, stride=1, padding=0):
+def _conv_relu(
+    x, features, kernel_size, *, paper, dtype, name, train, stride=1, padding=0, bn=None
+):
     """A convolution unit called `name`: torchvision's BasicConv2d, or the paper's conv + ReLU.
 
     Must be called inside a compact method; the layers it creates belong to that module.
+    `bn`: the BasicConv2d's BatchNorm options (`layers.batch_norm_options`), if any.
     """
     if not paper:
         basic = layers.ConvBN(
@@ -97,6 +100,7 @@ def _conv_relu(x, features, kernel_size, *, paper, dtype, name, train, stride=1,
             padding,
             kernel_init=_trunc_normal,
             dtype=dtype,
+            **(bn or {}),
             name=name,
         )
         return basic(x, train)
@@ -120,6 +124,8 @@ class Inception(nn.Module):
       ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj: the columns of the paper's Table 1.
       paper: False for torchvision's module (BasicConv2d units, 3x3 convolution in branch3);
         True for the paper's (convolutions with bias + ReLU, 5x5 convolution in branch3).
+      bn_axis_name, frozen_batch_norms: given to every BatchNorm of the module (see
+        `GoogLeNet`); the paper's module has none.
     """
 
     ch1x1: int
@@ -130,6 +136,8 @@ class Inception(nn.Module):
     pool_proj: int
     paper: bool = False
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -145,6 +153,7 @@ class Inception(nn.Module):
                 name=name,
                 train=train,
                 padding=padding,
+                bn=layers.batch_norm_options(self),
             )
 
         b1 = unit(x, self.ch1x1, 1, "branch1")
@@ -168,12 +177,16 @@ class InceptionAux(nn.Module):
       paper: False for torchvision's head (adaptive average pool to 4x4, BasicConv2d);
         True for the paper's (5x5/3 average pool, which gives 4x4 only from 12 to 14 pixel
         maps, convolution with bias + ReLU, Caffe's initialisation).
+      bn_axis_name, frozen_batch_norms: given to the BatchNorm of "conv" (see `GoogLeNet`);
+        the paper's head has none.
     """
 
     num_classes: int
     dropout_rate: float = 0.7
     paper: bool = False
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -184,7 +197,16 @@ class InceptionAux(nn.Module):
             # torchvision calls F.adaptive_avg_pool2d (no module); a named layer keeps the
             # pool visible in `jaxcnn.summary`. It has no variables, so conversion ignores it.
             x = layers.AdaptiveAvgPool((4, 4), name="pool")(x)
-        x = _conv_relu(x, 128, 1, paper=self.paper, dtype=self.dtype, name="conv", train=train)
+        x = _conv_relu(
+            x,
+            128,
+            1,
+            paper=self.paper,
+            dtype=self.dtype,
+            name="conv",
+            train=train,
+            bn=layers.batch_norm_options(self),
+        )
         x = layers.flatten_chw(x)
         if self.paper:
             fc1 = layers.Dense(
@@ -216,20 +238,24 @@ def _trunk(m, x: jax.Array, train: bool, *, paper: bool) -> jax.Array | GoogLeNe
     (torchvision: 2x2/2) and uses Caffe's initialisation.
     """
     run_aux = m.aux_logits and (train or m.is_initializing())
+    # The paper's network has no BatchNorm (nor BatchNorm options).
+    bn = {} if paper else layers.batch_norm_options(m)
 
     def unit(y, features, kernel_size, name, stride=1, padding=0):
         return _conv_relu(
             y, features, kernel_size, paper=paper, dtype=m.dtype, name=name, train=train,
-            stride=stride, padding=padding,
+            stride=stride, padding=padding, bn=bn,
         )  # fmt: skip
 
     def inception(y, key):
-        block = Inception(*_INCEPTION[key], paper=paper, dtype=m.dtype, name=f"inception{key}")
+        block = Inception(
+            *_INCEPTION[key], paper=paper, dtype=m.dtype, **bn, name=f"inception{key}"
+        )
         return block(y, train)
 
     def aux(y, name):
         head = InceptionAux(
-            m.num_classes, m.aux_dropout_rate, paper=paper, dtype=m.dtype, name=name
+            m.num_classes, m.aux_dropout_rate, paper=paper, dtype=m.dtype, **bn, name=name
         )
         return head(y, train).astype(jnp.float32)
 
@@ -267,7 +293,7 @@ def _trunk(m, x: jax.Array, train: bool, *, paper: bool) -> jax.Array | GoogLeNe
     else:
         fc = layers.Dense(m.num_classes, kernel_init=_trunc_normal, dtype=m.dtype, name="fc")
     logits = fc(x).astype(jnp.float32)
-    if m.aux_logits and train:
+    if train and aux1 is not None and aux2 is not None:  # training with aux_logits
         return GoogLeNetOutputs(logits, aux2, aux1)
     return logits
 
@@ -291,6 +317,13 @@ class GoogLeNet(nn.Module):
         (torchvision's option; its pretrained weights expect it).
       dropout_rate: dropout before "fc".
       aux_dropout_rate: dropout inside the auxiliary heads.
+      bn_axis_name: the mapped axis (`jax.pmap`, `shard_map`, `jax.vmap`) over which every
+        BatchNorm averages its training-mode batch statistics (synchronised BatchNorm);
+        None (the default): the statistics of the batch the model sees.
+      frozen_batch_norms: layer paths from the model's root ("conv1", "inception3a",
+        "inception3a/branch1/bn"); every BatchNorm at or under one of them runs in inference
+        mode even with ``train=True`` (running statistics, none updated). Set both with
+        `jaxcnn.models.configure_batch_norm`.
     """
 
     num_classes: int
@@ -299,6 +332,8 @@ class GoogLeNet(nn.Module):
     transform_input: bool = False
     dropout_rate: float = 0.2
     aux_dropout_rate: float = 0.7
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | GoogLeNetOutputs:

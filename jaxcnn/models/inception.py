@@ -42,6 +42,8 @@ _BN_EPS = 1e-3  # TensorFlow's default, kept by torchvision and timm for these p
 
 _trunc_normal = layers.torch_trunc_normal
 ConvBN = functools.partial(layers.ConvBN, epsilon=_BN_EPS)
+# Every module below hands its `bn_axis_name` and `frozen_batch_norms` to its children.
+_bn_options = layers.batch_norm_options
 
 
 def _cat(*xs: jax.Array) -> jax.Array:
@@ -74,10 +76,14 @@ class InceptionA(nn.Module):
 
     pool_features: int
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, kernel_init=_V3_INIT, dtype=self.dtype)
+        conv = functools.partial(
+            ConvBN, kernel_init=_V3_INIT, dtype=self.dtype, **_bn_options(self)
+        )
         b1 = conv(64, 1, name="branch1x1")(x, train)
         b5 = conv(48, 1, name="branch5x5_1")(x, train)
         b5 = conv(64, 5, padding=2, name="branch5x5_2")(b5, train)
@@ -94,10 +100,14 @@ class InceptionB(nn.Module):
     """35 -> 17 grid reduction: 3x3/2 | 1x1-3x3-3x3/2 | maxpool/2 (768 channels from 288)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, kernel_init=_V3_INIT, dtype=self.dtype)
+        conv = functools.partial(
+            ConvBN, kernel_init=_V3_INIT, dtype=self.dtype, **_bn_options(self)
+        )
         b3 = conv(384, 3, stride=2, name="branch3x3")(x, train)
         bd = conv(64, 1, name="branch3x3dbl_1")(x, train)
         bd = conv(96, 3, padding=1, name="branch3x3dbl_2")(bd, train)
@@ -111,10 +121,14 @@ class InceptionC(nn.Module):
 
     channels_7x7: int
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, kernel_init=_V3_INIT, dtype=self.dtype)
+        conv = functools.partial(
+            ConvBN, kernel_init=_V3_INIT, dtype=self.dtype, **_bn_options(self)
+        )
         c7 = self.channels_7x7
         b1 = conv(192, 1, name="branch1x1")(x, train)
         b7 = conv(c7, 1, name="branch7x7_1")(x, train)
@@ -134,10 +148,14 @@ class InceptionD(nn.Module):
     """17 -> 8 grid reduction: 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | maxpool/2 (1280 channels)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, kernel_init=_V3_INIT, dtype=self.dtype)
+        conv = functools.partial(
+            ConvBN, kernel_init=_V3_INIT, dtype=self.dtype, **_bn_options(self)
+        )
         b3 = conv(192, 1, name="branch3x3_1")(x, train)
         b3 = conv(320, 3, stride=2, name="branch3x3_2")(b3, train)
         b7 = conv(192, 1, name="branch7x7x3_1")(x, train)
@@ -152,10 +170,14 @@ class InceptionE(nn.Module):
     """8 x 8 module with expanded filter banks (1x3 and 3x1 side by side; 2048 channels)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, kernel_init=_V3_INIT, dtype=self.dtype)
+        conv = functools.partial(
+            ConvBN, kernel_init=_V3_INIT, dtype=self.dtype, **_bn_options(self)
+        )
         b1 = conv(320, 1, name="branch1x1")(x, train)
         b3 = conv(384, 1, name="branch3x3_1")(x, train)
         b3 = _cat(
@@ -181,10 +203,14 @@ class InceptionAux(nn.Module):
 
     num_classes: int
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, kernel_init=_V3_INIT, dtype=self.dtype)
+        conv = functools.partial(
+            ConvBN, kernel_init=_V3_INIT, dtype=self.dtype, **_bn_options(self)
+        )
         x = ops.avg_pool2d(x, 5, stride=3)
         x = conv(128, 1, name="conv0")(x, train)
         x = conv(768, 5, name="conv1")(x, train)
@@ -229,6 +255,13 @@ class InceptionV3(nn.Module):
         Google weights expect (torchvision sets this when loading its pretrained weights).
       dropout_rate: dropout before the classifier (torchvision's `dropout`).
       dtype: computation dtype; parameters stay float32.
+      bn_axis_name: the mapped axis (`jax.pmap`, `shard_map`, `jax.vmap`) over which every
+        BatchNorm averages its training-mode batch statistics (synchronised BatchNorm);
+        None (the default): the statistics of the batch the model sees.
+      frozen_batch_norms: layer paths from the model's root ("Conv2d_1a_3x3", "Mixed_5b",
+        "Mixed_5b/branch1x1/bn"); every BatchNorm at or under one of them runs in inference
+        mode even with ``train=True`` (running statistics, none updated). Set both with
+        `jaxcnn.models.configure_batch_norm`.
 
     Call:
       x: (N, H, W, 3) float; H, W >= 299 with `aux_logits`, >= 75 without.
@@ -244,6 +277,8 @@ class InceptionV3(nn.Module):
     transform_input: bool = False
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | InceptionOutputs:
@@ -255,7 +290,8 @@ class InceptionV3(nn.Module):
         )
         if self.transform_input:
             x = layers.imagenet_to_unit_range(x)
-        conv = functools.partial(ConvBN, kernel_init=_V3_INIT, dtype=self.dtype)
+        bn = _bn_options(self)
+        conv = functools.partial(ConvBN, kernel_init=_V3_INIT, dtype=self.dtype, **bn)
         x = conv(32, 3, stride=2, name="Conv2d_1a_3x3")(x, train)
         x = conv(32, 3, name="Conv2d_2a_3x3")(x, train)
         x = conv(64, 3, padding=1, name="Conv2d_2b_3x3")(x, train)
@@ -263,22 +299,22 @@ class InceptionV3(nn.Module):
         x = conv(80, 1, name="Conv2d_3b_1x1")(x, train)
         x = conv(192, 3, name="Conv2d_4a_3x3")(x, train)
         x = layers.MaxPool(3, stride=2, name="maxpool2")(x)
-        x = InceptionA(32, dtype=self.dtype, name="Mixed_5b")(x, train)
-        x = InceptionA(64, dtype=self.dtype, name="Mixed_5c")(x, train)
-        x = InceptionA(64, dtype=self.dtype, name="Mixed_5d")(x, train)
-        x = InceptionB(dtype=self.dtype, name="Mixed_6a")(x, train)
-        x = InceptionC(128, dtype=self.dtype, name="Mixed_6b")(x, train)
-        x = InceptionC(160, dtype=self.dtype, name="Mixed_6c")(x, train)
-        x = InceptionC(160, dtype=self.dtype, name="Mixed_6d")(x, train)
-        x = InceptionC(192, dtype=self.dtype, name="Mixed_6e")(x, train)
+        x = InceptionA(32, dtype=self.dtype, **bn, name="Mixed_5b")(x, train)
+        x = InceptionA(64, dtype=self.dtype, **bn, name="Mixed_5c")(x, train)
+        x = InceptionA(64, dtype=self.dtype, **bn, name="Mixed_5d")(x, train)
+        x = InceptionB(dtype=self.dtype, **bn, name="Mixed_6a")(x, train)
+        x = InceptionC(128, dtype=self.dtype, **bn, name="Mixed_6b")(x, train)
+        x = InceptionC(160, dtype=self.dtype, **bn, name="Mixed_6c")(x, train)
+        x = InceptionC(160, dtype=self.dtype, **bn, name="Mixed_6d")(x, train)
+        x = InceptionC(192, dtype=self.dtype, **bn, name="Mixed_6e")(x, train)
         aux = None
         # Evaluation skips the auxiliary head, but its variables must exist in either mode
         # (torchvision's state dict has them), so eval-mode init runs it too.
         if self.aux_logits and (train or self.is_initializing()):
-            aux = InceptionAux(self.num_classes, dtype=self.dtype, name="AuxLogits")(x, train)
-        x = InceptionD(dtype=self.dtype, name="Mixed_7a")(x, train)
-        x = InceptionE(dtype=self.dtype, name="Mixed_7b")(x, train)
-        x = InceptionE(dtype=self.dtype, name="Mixed_7c")(x, train)
+            aux = InceptionAux(self.num_classes, dtype=self.dtype, **bn, name="AuxLogits")(x, train)
+        x = InceptionD(dtype=self.dtype, **bn, name="Mixed_7a")(x, train)
+        x = InceptionE(dtype=self.dtype, **bn, name="Mixed_7b")(x, train)
+        x = InceptionE(dtype=self.dtype, **bn, name="Mixed_7c")(x, train)
         x = layers.AdaptiveAvgPool((1, 1), name="avgpool")(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(x)
         x = layers.Dense(self.num_classes, kernel_init=_V3_INIT, dtype=self.dtype, name="fc")(
@@ -299,11 +335,13 @@ class Mixed3a(nn.Module):
     """Stem split: maxpool/2 | 3x3/2 96 (64 -> 160 channels)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x0 = layers.MaxPool(3, stride=2, name="maxpool")(x)
-        x1 = ConvBN(96, 3, stride=2, dtype=self.dtype, name="conv")(x, train)
+        x1 = ConvBN(96, 3, stride=2, dtype=self.dtype, **_bn_options(self), name="conv")(x, train)
         return _cat(x0, x1)
 
 
@@ -311,10 +349,12 @@ class Mixed4a(nn.Module):
     """Stem split: 1x1-3x3 | 1x1-1x7-7x1-3x3, both unpadded at the end (160 -> 192)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(64, 1, name="branch0.0")(x, train)
         x0 = conv(96, 3, name="branch0.1")(x0, train)
         x1 = conv(64, 1, name="branch1.0")(x, train)
@@ -328,10 +368,12 @@ class Mixed5a(nn.Module):
     """Stem split: 3x3/2 192 | maxpool/2 (192 -> 384 channels)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x0 = ConvBN(192, 3, stride=2, dtype=self.dtype, name="conv")(x, train)
+        x0 = ConvBN(192, 3, stride=2, dtype=self.dtype, **_bn_options(self), name="conv")(x, train)
         x1 = layers.MaxPool(3, stride=2, name="maxpool")(x)
         return _cat(x0, x1)
 
@@ -340,10 +382,12 @@ class InceptionV4A(nn.Module):
     """Inception-A, 35 x 35: 1x1 | 1x1-3x3 | 1x1-3x3-3x3 | avgpool-1x1 (384 channels)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(96, 1, name="branch0")(x, train)
         x1 = conv(64, 1, name="branch1.0")(x, train)
         x1 = conv(96, 3, padding=1, name="branch1.1")(x1, train)
@@ -360,10 +404,12 @@ class ReductionA(nn.Module):
     """Reduction-A, 35 -> 17: 3x3/2 384 | 1x1 192-3x3 224-3x3/2 256 | maxpool (1024)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(384, 3, stride=2, name="branch0")(x, train)
         x1 = conv(192, 1, name="branch1.0")(x, train)
         x1 = conv(224, 3, padding=1, name="branch1.1")(x1, train)
@@ -376,10 +422,12 @@ class InceptionV4B(nn.Module):
     """Inception-B, 17 x 17, factorised 7 x 7 convolutions (1024 channels)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(384, 1, name="branch0")(x, train)
         x1 = conv(192, 1, name="branch1.0")(x, train)
         x1 = conv(224, (1, 7), padding=(0, 3), name="branch1.1")(x1, train)
@@ -398,10 +446,12 @@ class ReductionB(nn.Module):
     """Reduction-B, 17 -> 8: 1x1-3x3/2 192 | 1x1-1x7-7x1-3x3/2 320 | maxpool (1536)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(192, 1, name="branch0.0")(x, train)
         x0 = conv(192, 3, stride=2, name="branch0.1")(x0, train)
         x1 = conv(256, 1, name="branch1.0")(x, train)
@@ -416,10 +466,12 @@ class InceptionV4C(nn.Module):
     """Inception-C, 8 x 8, with 1x3 / 3x1 pairs side by side (1536 channels)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(256, 1, name="branch0")(x, train)
         x1 = conv(384, 1, name="branch1_0")(x, train)
         x1 = _cat(
@@ -468,6 +520,10 @@ class InceptionV4(nn.Module):
       num_classes: classifier outputs.
       dropout_rate: dropout before the classifier (timm's `drop_rate`, default 0).
       dtype: computation dtype; parameters stay float32.
+      bn_axis_name, frozen_batch_norms: synchronised and frozen BatchNorms, as in
+        `InceptionV3` (layer paths such as "repeat.0" or "repeat.0/branch0/bn").
+      bn_axis_name, frozen_batch_norms: synchronised and frozen BatchNorms, as in
+        `InceptionV3` (layer paths such as "features.6" or "features.6/branch0/bn").
 
     Call:
       x: (N, H, W, 3) float, H, W >= 75 (designed for 299).
@@ -479,21 +535,24 @@ class InceptionV4(nn.Module):
     num_classes: int
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         layers.check_input(x, "inception_v4", channels=3, min_size=MIN_SIZE)
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        bn = _bn_options(self)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **bn)
         x = conv(32, 3, stride=2, name="features.0")(x, train)
         x = conv(32, 3, name="features.1")(x, train)
         x = conv(64, 3, padding=1, name="features.2")(x, train)
-        x = Mixed3a(dtype=self.dtype, name="features.3")(x, train)
-        x = Mixed4a(dtype=self.dtype, name="features.4")(x, train)
-        x = Mixed5a(dtype=self.dtype, name="features.5")(x, train)
+        x = Mixed3a(dtype=self.dtype, **bn, name="features.3")(x, train)
+        x = Mixed4a(dtype=self.dtype, **bn, name="features.4")(x, train)
+        x = Mixed5a(dtype=self.dtype, **bn, name="features.5")(x, train)
         blocks = [InceptionV4A] * 4 + [ReductionA] + [InceptionV4B] * 7 + [ReductionB]
         blocks += [InceptionV4C] * 3
         for i, block in enumerate(blocks, start=6):
-            x = block(dtype=self.dtype, name=f"features.{i}")(x, train)
+            x = block(dtype=self.dtype, **bn, name=f"features.{i}")(x, train)
         return _timm_head(
             x, self.num_classes, self.dropout_rate, train, self.dtype, fc_name="last_linear"
         )
@@ -506,10 +565,12 @@ class Mixed5b(nn.Module):
     """Inception-A-like module closing the stem: 96 + 64 + 96 + 64 = 320 channels."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(96, 1, name="branch0")(x, train)
         x1 = conv(48, 1, name="branch1.0")(x, train)
         x1 = conv(64, 5, padding=2, name="branch1.1")(x1, train)
@@ -530,10 +591,12 @@ class Block35(nn.Module):
 
     scale: float = 1.0
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(32, 1, name="branch0")(x, train)
         x1 = conv(32, 1, name="branch1.0")(x, train)
         x1 = conv(32, 3, padding=1, name="branch1.1")(x1, train)
@@ -548,10 +611,12 @@ class Mixed6a(nn.Module):
     """Reduction-A, 35 -> 17: 3x3/2 384 | 1x1 256-3x3 256-3x3/2 384 | maxpool (1088)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(384, 3, stride=2, name="branch0")(x, train)
         x1 = conv(256, 1, name="branch1.0")(x, train)
         x1 = conv(256, 3, padding=1, name="branch1.1")(x1, train)
@@ -565,10 +630,12 @@ class Block17(nn.Module):
 
     scale: float = 1.0
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(192, 1, name="branch0")(x, train)
         x1 = conv(128, 1, name="branch1.0")(x, train)
         x1 = conv(160, (1, 7), padding=(0, 3), name="branch1.1")(x1, train)
@@ -581,10 +648,12 @@ class Mixed7a(nn.Module):
     """Reduction-B, 17 -> 8: three 1x1-then-3x3/2 branches | maxpool (2080 channels)."""
 
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(256, 1, name="branch0.0")(x, train)
         x0 = conv(384, 3, stride=2, name="branch0.1")(x0, train)
         x1 = conv(256, 1, name="branch1.0")(x, train)
@@ -607,10 +676,12 @@ class Block8(nn.Module):
     scale: float = 1.0
     no_relu: bool = False
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **_bn_options(self))
         x0 = conv(192, 1, name="branch0")(x, train)
         x1 = conv(192, 1, name="branch1.0")(x, train)
         x1 = conv(224, (1, 3), padding=(0, 1), name="branch1.1")(x1, train)
@@ -656,11 +727,14 @@ class InceptionResNetV2(nn.Module):
     num_classes: int
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         layers.check_input(x, "inception_resnet_v2", channels=3, min_size=MIN_SIZE)
-        conv = functools.partial(ConvBN, dtype=self.dtype)
+        bn = _bn_options(self)
+        conv = functools.partial(ConvBN, dtype=self.dtype, **bn)
         x = conv(32, 3, stride=2, name="conv2d_1a")(x, train)
         x = conv(32, 3, name="conv2d_2a")(x, train)
         x = conv(64, 3, padding=1, name="conv2d_2b")(x, train)
@@ -668,16 +742,16 @@ class InceptionResNetV2(nn.Module):
         x = conv(80, 1, name="conv2d_3b")(x, train)
         x = conv(192, 3, name="conv2d_4a")(x, train)
         x = layers.MaxPool(3, stride=2, name="maxpool_5a")(x)
-        x = Mixed5b(dtype=self.dtype, name="mixed_5b")(x, train)
+        x = Mixed5b(dtype=self.dtype, **bn, name="mixed_5b")(x, train)
         for i in range(10):
-            x = Block35(0.17, dtype=self.dtype, name=f"repeat.{i}")(x, train)
-        x = Mixed6a(dtype=self.dtype, name="mixed_6a")(x, train)
+            x = Block35(0.17, dtype=self.dtype, **bn, name=f"repeat.{i}")(x, train)
+        x = Mixed6a(dtype=self.dtype, **bn, name="mixed_6a")(x, train)
         for i in range(20):
-            x = Block17(0.10, dtype=self.dtype, name=f"repeat_1.{i}")(x, train)
-        x = Mixed7a(dtype=self.dtype, name="mixed_7a")(x, train)
+            x = Block17(0.10, dtype=self.dtype, **bn, name=f"repeat_1.{i}")(x, train)
+        x = Mixed7a(dtype=self.dtype, **bn, name="mixed_7a")(x, train)
         for i in range(9):
-            x = Block8(0.20, dtype=self.dtype, name=f"repeat_2.{i}")(x, train)
-        x = Block8(no_relu=True, dtype=self.dtype, name="block8")(x, train)
+            x = Block8(0.20, dtype=self.dtype, **bn, name=f"repeat_2.{i}")(x, train)
+        x = Block8(no_relu=True, dtype=self.dtype, **bn, name="block8")(x, train)
         x = conv(1536, 1, name="conv2d_7b")(x, train)
         return _timm_head(
             x, self.num_classes, self.dropout_rate, train, self.dtype, fc_name="classif"

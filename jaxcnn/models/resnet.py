@@ -105,6 +105,7 @@ class BasicBlock(nn.Module):
       zero_init_residual: initialise ``bn2``'s scale to zero, so that the residual branch
         starts at zero and an identity-shortcut block as the identity (Goyal et al., 2017).
       dtype: computation dtype.
+      bn_axis_name, frozen_batch_norms: given to every BatchNorm of the block (see `ResNet`).
     """
 
     expansion: ClassVar[int] = 1
@@ -117,13 +118,15 @@ class BasicBlock(nn.Module):
     conv_init: layers.Initializer = _TORCHVISION_CONV_INIT
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """(N, H, W, C) -> (N, ceil(H / stride), ceil(W / stride), planes)."""
         _check_shortcut(self)
         conv = partial(layers.Conv, use_bias=False, kernel_init=self.conv_init, dtype=self.dtype)
-        bn = partial(layers.BatchNorm, epsilon=_BN_EPS, dtype=self.dtype)
+        bn = _batch_norm(self)
         last_scale_init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
 
         y = conv(self.planes, 3, stride=self.stride, padding=1, name="conv1")(x)
@@ -151,6 +154,7 @@ class Bottleneck(nn.Module):
       zero_init_residual: initialise ``bn3``'s scale to zero (the residual branch starts
         at zero).
       dtype: computation dtype.
+      bn_axis_name, frozen_batch_norms: given to every BatchNorm of the block (see `ResNet`).
     """
 
     expansion: ClassVar[int] = 4
@@ -163,13 +167,15 @@ class Bottleneck(nn.Module):
     conv_init: layers.Initializer = _TORCHVISION_CONV_INIT
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """(N, H, W, C) -> (N, ceil(H / stride), ceil(W / stride), 4 * planes)."""
         _check_shortcut(self)
         conv = partial(layers.Conv, use_bias=False, kernel_init=self.conv_init, dtype=self.dtype)
-        bn = partial(layers.BatchNorm, epsilon=_BN_EPS, dtype=self.dtype)
+        bn = _batch_norm(self)
         last_scale_init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
 
         y = conv(self.planes, 1, name="conv1")(x)
@@ -179,6 +185,17 @@ class Bottleneck(nn.Module):
         y = conv(self.planes * self.expansion, 1, name="conv3")(y)
         y = bn(scale_init=last_scale_init, name="bn3")(y, train=train)
         return nn.relu(y + _shortcut(self, x, conv, bn, train))
+
+
+def _batch_norm(m: Any) -> partial[layers.BatchNorm]:
+    """The BatchNorm of module `m` (a block or a model), with `m`'s BatchNorm options."""
+    return partial(
+        layers.BatchNorm,
+        epsilon=_BN_EPS,
+        axis_name=m.bn_axis_name,
+        frozen_paths=m.frozen_batch_norms,
+        dtype=m.dtype,
+    )
 
 
 def _check_shortcut(block: BasicBlock | Bottleneck) -> None:
@@ -220,6 +237,13 @@ class ResNet(nn.Module):
       zero_init_residual: zero the last BatchNorm scale of every block (``bn2`` of
         `BasicBlock`, ``bn3`` of `Bottleneck`), torchvision's option of the same name.
       dtype: computation dtype; parameters stay float32 and logits are float32.
+      bn_axis_name: the mapped axis (`jax.pmap`, `shard_map`, `jax.vmap`) over which every
+        BatchNorm averages its training-mode batch statistics (synchronised BatchNorm);
+        None (the default): the statistics of the batch the model sees.
+      frozen_batch_norms: layer paths from the model's root ("bn1", "layer1.0",
+        "layer1.0/bn1"); every BatchNorm at or under one of them runs in inference mode even
+        with ``train=True`` (running statistics, none updated). Set both with
+        `jaxcnn.models.configure_batch_norm`.
     """
 
     stage_sizes: Sequence[int]
@@ -227,6 +251,8 @@ class ResNet(nn.Module):
     num_classes: int
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -244,7 +270,7 @@ class ResNet(nn.Module):
             dtype=self.dtype,
             name="conv1",
         )(x)
-        x = layers.BatchNorm(epsilon=_BN_EPS, dtype=self.dtype, name="bn1")(x, train=train)
+        x = _batch_norm(self)(name="bn1")(x, train=train)
         x = nn.relu(x)
         x = layers.MaxPool(3, stride=2, padding=1, name="maxpool")(x)
         for i, num_blocks in enumerate(self.stage_sizes):
@@ -254,6 +280,7 @@ class ResNet(nn.Module):
                     stride=2 if i > 0 and j == 0 else 1,
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
+                    **layers.batch_norm_options(self),
                     name=f"layer{i + 1}.{j}",
                 )(x, train=train)
         x = layers.AdaptiveAvgPool((1, 1), name="avgpool")(x)
@@ -281,6 +308,7 @@ class CifarResNet(nn.Module):
         default) or "both" (akamaster/pytorch_resnet_cifar10's layout; its checkpoints need
         it, and `jaxcnn.transfer.load_pretrained` sets it when it recognises one).
       dtype: computation dtype; parameters stay float32 and logits are float32.
+      bn_axis_name, frozen_batch_norms: synchronised and frozen BatchNorms, as in `ResNet`.
     """
 
     blocks_per_stage: int
@@ -288,6 +316,8 @@ class CifarResNet(nn.Module):
     zero_init_residual: bool = False
     shortcut_pad: str = "end"
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -307,7 +337,7 @@ class CifarResNet(nn.Module):
             dtype=self.dtype,
             name="conv1",
         )(x)
-        x = layers.BatchNorm(epsilon=_BN_EPS, dtype=self.dtype, name="bn1")(x, train=train)
+        x = _batch_norm(self)(name="bn1")(x, train=train)
         x = nn.relu(x)
         for i in range(3):
             for j in range(self.blocks_per_stage):
@@ -319,6 +349,7 @@ class CifarResNet(nn.Module):
                     conv_init=_HE_FAN_IN_INIT,
                     zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
+                    **layers.batch_norm_options(self),
                     name=f"layer{i + 1}.{j}",
                 )(x, train=train)
         x = layers.AdaptiveAvgPool((1, 1), name="avgpool")(x)

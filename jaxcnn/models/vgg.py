@@ -69,6 +69,13 @@ class VGG(nn.Module):
       batch_norm: BatchNorm (eps 1e-5, momentum 0.1) after every convolution.
       dropout_rate: dropout probability in the classifier (torchvision's `dropout`).
       registry_name: the model's name in error messages.
+      bn_axis_name: with `batch_norm`, the mapped axis (`jax.pmap`, `shard_map`, `jax.vmap`)
+        over which every BatchNorm averages its training-mode batch statistics (synchronised
+        BatchNorm); None (the default): the statistics of the batch the model sees.
+      frozen_batch_norms: with `batch_norm`, layer paths from the model's root
+        ("features.1"); every BatchNorm at or under one of them runs in inference mode even
+        with ``train=True`` (running statistics, none updated). Set both with
+        `jaxcnn.models.configure_batch_norm`, which leaves VGGs without BatchNorm as they are.
 
     Input (N, H >= 32, W >= 32, 3) float -> (N, num_classes) float32 logits.
     """
@@ -79,6 +86,13 @@ class VGG(nn.Module):
     batch_norm: bool = False
     dropout_rate: float = 0.5
     registry_name: str = "vgg"
+    bn_axis_name: str | None = None
+    frozen_batch_norms: tuple[str, ...] = ()
+
+    @property
+    def has_batch_norm(self) -> bool:
+        """Whether the model holds BatchNorm layers (only the `_bn` variants do)."""
+        return self.batch_norm
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -89,6 +103,11 @@ class VGG(nn.Module):
                 x = layers.MaxPool(2, 2, name=f"features.{i}")(x)
                 i += 1
                 continue
+            if not isinstance(v, int):
+                raise ValueError(
+                    f"{self.registry_name}: `cfg` entries must be output channels (int) or "
+                    f"'M' (max pool); got {v!r}"
+                )
             x = layers.Conv(
                 v,
                 3,
@@ -101,6 +120,8 @@ class VGG(nn.Module):
             if self.batch_norm:
                 x = layers.BatchNorm(
                     epsilon=1e-5,
+                    axis_name=self.bn_axis_name,
+                    frozen_paths=self.frozen_batch_norms,
                     dtype=self.dtype,
                     name=f"features.{i + 1}",
                 )(x, train=train)

@@ -253,10 +253,10 @@ def _max_pool_jvp(win, primals, tangents):
 
 def max_pool2d(
     x: jax.Array,
-    kernel_size,
-    stride=None,
-    padding=0,
-    dilation=1,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
     ceil_mode: bool = False,
 ) -> jax.Array:
     """2-D max pooling, `torch.nn.functional.max_pool2d` semantics in NHWC layout.
@@ -304,9 +304,9 @@ def _window_sum(x, win: _Window):
 
 def avg_pool2d(
     x: jax.Array,
-    kernel_size,
-    stride=None,
-    padding=0,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
 ) -> jax.Array:

@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .. import models
@@ -116,6 +117,10 @@ class Engine:
         """A period given in epochs, in steps (at least 1)."""
         return max(1, round(epochs * self.spec.steps_per_epoch))
 
+    def learning_rate(self, step: int) -> float:
+        """The schedule's rate for the update of step `step` + 1 (steps count from 0)."""
+        return float(np.asarray(self.schedule(step)))
+
     def start_from(self, variables: dict[str, Any]) -> TrainState:
         """A fresh state (step 0, on the devices) from `variables` instead of the random ones."""
         c = self.config
@@ -173,6 +178,8 @@ def build_engine(
     tx = make_optimizer(
         c.optimizer, schedule, variables["params"], frozen=frozen, lr_multipliers=multipliers
     )
+    # BatchNorm: statistics synchronised over the pmap axis (if any), frozen layers' fixed.
+    model = models.configure_batch_norm(model, axis_name=par.bn_axis_name, frozen=frozen)
     host_state = create_train_state(model, tx, seed=c.seed, input_shape=shape, variables=variables)
 
     train_step: Callable = functools.partial(

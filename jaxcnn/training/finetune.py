@@ -61,8 +61,10 @@ def frozen_layers(
     """The layers to freeze, from name patterns and/or depth.
 
     Pass the result to `jaxcnn.training.make_optimizer(..., frozen=...)` (no updates, no
-    optimizer state, no weight decay) and `jaxcnn.training.train_step(..., frozen=...)` (no
-    gradients below, BatchNorm in inference mode, parameters and statistics bit-identical).
+    optimizer state, no weight decay), `jaxcnn.training.train_step(..., frozen=...)` (no
+    gradients below, parameters bit-identical) and `jaxcnn.models.configure_batch_norm(model,
+    frozen=...)` (BatchNorm in inference mode, its statistics bit-identical);
+    `jaxcnn.training.build_engine` does all three from a config.
 
     Args:
       model: a registry name (built with `model_kwargs`) or a linen Module.

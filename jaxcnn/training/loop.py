@@ -344,7 +344,7 @@ class _TrainLog:
         if bad is None:
             return
         ckpts.wait()
-        lr = float(self.engine.schedule(bad - 1))
+        lr = self.engine.learning_rate(bad - 1)
         raise NonFiniteLossError(
             f"non-finite training loss at step {bad} (lr {lr:.3g}); stopped. "
             + _newest_checkpoint(ckpts)
@@ -359,7 +359,7 @@ class _TrainLog:
         if step - len(self.pending) > self.start:  # the first interval includes compilation
             self.rates.append(ips)
         self.t_log = now
-        lr = float(e.schedule(step - 1)) * float(e.par.fetch(state.lr_scale))
+        lr = e.learning_rate(step - 1) * float(e.par.fetch(state.lr_scale))
         self.writer.write(
             step,
             {

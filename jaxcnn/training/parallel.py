@@ -8,8 +8,10 @@ the same result (up to float summation order):
   The program is written for the global batch; XLA inserts the gradient all-reduce, and
   BatchNorm's means over the batch axis are global means — synchronised BatchNorm for free.
 * "pmap": the classic alternative (Flax's imagenet example): each local device gets a slice
-  and an explicit `axis_name`; gradients and metrics are `pmean`-ed, BatchNorm statistics are
-  synchronised through `layers.batch_norm_axis`.
+  and an explicit `axis_name`; gradients and metrics are `pmean`-ed. BatchNorm statistics are
+  synchronised by the model itself, configured with the same axis:
+  ``models.configure_batch_norm(model, axis_name=par.bn_axis_name)`` (the training loop does
+  this).
 * "none": one device, no collectives.
 
 Each process feeds only its own slice of the global batch (`jaxcnn.data` produces exactly that
@@ -28,7 +30,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .. import layers
 from ..xla import compiler_options
 from .state import TrainState
 
@@ -86,6 +87,17 @@ class DataParallel:
     def num_devices(self) -> int:
         """Devices taking part in a step (all processes for "jit")."""
         return len(self.devices)
+
+    @property
+    def bn_axis_name(self) -> str | None:
+        """The mapped axis BatchNorm must synchronise its batch statistics over in this mode.
+
+        `PMAP_AXIS` ("batch") for "pmap", where each device sees only its slice of the batch;
+        None for "jit" (the program sees the global batch, so its means are global already)
+        and "none". Configure the model with it before building the state:
+        ``models.configure_batch_norm(model, axis_name=par.bn_axis_name)``.
+        """
+        return PMAP_AXIS if self.mode == "pmap" else None
 
     @property
     def num_local_devices(self) -> int:
@@ -152,15 +164,19 @@ class DataParallel:
     def compile_train_step(self, train_step: Callable, *, donate: bool = True) -> Callable:
         """`(state, batch) -> (state, metrics)` running `train_step(state, batch, rng)` with
         `rng = fold_in(state.rng, state.step)`; metrics come back replicated (one copy for
-        pmap). `train_step` must accept `axis_name=` (bind other options with partial)."""
+        pmap). `train_step` must accept `axis_name=` (bind other options with partial).
+
+        Under pmap, BatchNorm statistics are synchronised only if the model in the state's
+        `apply_fn` was configured with `bn_axis_name` (`models.configure_batch_norm`);
+        otherwise each device normalises with the statistics of its own slice.
+        """
         donate_argnums = (0,) if donate else ()
         if self.mode == "pmap":
 
             def body(state, batch):
                 # Different dropout masks per device: fold in the device's position.
                 rng = jax.random.fold_in(step_rng(state), jax.lax.axis_index(PMAP_AXIS))
-                with layers.batch_norm_axis(PMAP_AXIS):
-                    return train_step(state, batch, rng, axis_name=PMAP_AXIS)
+                return train_step(state, batch, rng, axis_name=PMAP_AXIS)
 
             return jax.pmap(
                 body, axis_name=PMAP_AXIS, devices=self.devices, donate_argnums=donate_argnums

@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .. import layers
 from .optim import frozen_mask
 from .state import TrainState
 
@@ -81,14 +80,20 @@ def train_step(
       label_smoothing: see `cross_entropy`.
       aux_loss_weight: each auxiliary classifier's loss enters the objective with this weight
         (0.3 in Szegedy et al. 2014).
-      axis_name: under pmap, the mapped axis: gradients and metrics are averaged over it
-        (BatchNorm statistics through `layers.batch_norm_axis`, which `parallel` sets).
+      axis_name: under pmap, the mapped axis: gradients and metrics are averaged over it.
+        BatchNorm statistics are the model's business: for synchronised BatchNorm the model
+        in `state.apply_fn` is configured with the same axis
+        (`jaxcnn.models.configure_batch_norm(model, axis_name=...)`, as
+        `DataParallel.bn_axis_name` names it).
       frozen: layer paths ("conv1", "layer1.0/bn1"; see `optim.frozen_mask`) that do not
         train: no gradient flows into their parameters (so no backward pass is spent below
-        the lowest trained layer), their BatchNorms run in inference mode
-        (`layers.frozen_layers`), and their parameters and statistics are carried over
-        unchanged, bit for bit. Pair it with `make_optimizer(..., frozen=...)`, which keeps
-        optimizer state and weight decay away from them.
+        the lowest trained layer), and their parameters are carried over unchanged, bit for
+        bit. Pair it with `make_optimizer(..., frozen=...)`, which keeps optimizer state and
+        weight decay away from them, and with a model configured with the same paths,
+        `jaxcnn.models.configure_batch_norm(model, frozen=frozen)`, before
+        `create_train_state`: its BatchNorms under these paths then run in inference mode
+        (running statistics, none updated, so these too stay bit for bit). The model alone
+        decides how its BatchNorms run; this step only applies it with ``train=True``.
 
     Returns:
       (new state, metrics) with scalar metrics "loss" (the main classifier's mean
@@ -106,10 +111,9 @@ def train_step(
         variables = {"params": params}
         if has_bn:
             variables["batch_stats"] = state.batch_stats
-        with layers.frozen_layers(frozen):
-            out, updates = state.apply_fn(
-                variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
-            )
+        out, updates = state.apply_fn(
+            variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+        )
         logits, aux = split_outputs(out)
         loss = jnp.mean(cross_entropy(logits, labels, label_smoothing))
         total = loss

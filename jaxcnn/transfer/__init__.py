@@ -5,14 +5,15 @@ Oquab, Bottou, Laptev and Sivic (CVPR 2014) reused the layers of a network train
 ImageNet for other tasks, training only new top layers; Yosinski et al. (NIPS 2014) measured
 how transferable each layer is. In jaxcnn that is a few calls:
 
-    from jaxcnn import transfer
+    from jaxcnn import models, transfer
     from jaxcnn.training import make_optimizer, train_step
 
     model, variables = transfer.load_pretrained(
         "resnet18", "resnet18-f37072fd.pth", num_classes=10, rng=jax.random.key(0))
     frozen = transfer.frozen_layers(model, all_but_last=2, input_shape=(224, 224, 3))
+    model = models.configure_batch_norm(model, frozen=frozen)  # frozen BatchNorms: inference mode
     tx = make_optimizer(config.optimizer, schedule, variables["params"], frozen=frozen)
-    step = functools.partial(train_step, frozen=frozen)  # frozen BatchNorms: inference mode
+    step = functools.partial(train_step, frozen=frozen)  # no gradient, parameters kept
 
 or, with the training engine, a config change: ``init_from``, ``init_mapping``, ``freeze``,
 ``freeze_all_but_last``, ``head_lr_multiplier``, ``lr_multipliers``

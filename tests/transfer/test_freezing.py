@@ -1,5 +1,5 @@
 """Freezing on optax, frozen BatchNorm in inference mode, and per-layer learning rates, through
-the library's own `make_optimizer` and `train_step`."""
+the library's own `make_optimizer`, `train_step` and `models.configure_batch_norm`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 
 import jaxcnn
 from jaxcnn import layers, transfer
@@ -93,37 +94,51 @@ def test_lr_multipliers_scale_each_layer_like_its_own_learning_rate():
         make_optimizer(cfg, optax.constant_schedule(0.5), params, lr_multipliers={"fc": 1.0})
 
 
-def test_frozen_batchnorm_runs_in_inference_mode_inside_the_context():
-    bn = layers.BatchNorm()
-    x = jax.random.normal(jax.random.key(0), (4, 3, 3, 2)) * 3 + 1
-    v = bn.init(jax.random.key(1), x)
-    v = {"params": v["params"], "batch_stats": {"mean": jnp.array([0.5, -0.5]),
-         "var": jnp.array([2.0, 0.5]), "num_batches_tracked": jnp.array(4, jnp.int32)}}  # fmt: skip
-    eval_out = bn.apply(v, x, train=False)
+def test_frozen_batchnorm_in_training_mode_is_torch_batchnorm_in_eval_mode(torch):
+    x = np.asarray(jax.random.normal(jax.random.key(0), (4, 3, 3, 2))) * 3 + 1
+    bn_t = torch.nn.BatchNorm2d(2)
+    with torch.no_grad():
+        bn_t.weight.copy_(torch.tensor([1.5, 0.5]))
+        bn_t.bias.copy_(torch.tensor([0.25, -1.0]))
+        bn_t.running_mean.copy_(torch.tensor([0.5, -0.5]))
+        bn_t.running_var.copy_(torch.tensor([2.0, 0.5]))
+    bn_t.num_batches_tracked.fill_(4)
+    bn_t.eval()
+    expected = bn_t(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).detach().numpy()
+    expected = expected.transpose(0, 2, 3, 1)
+    mv = {
+        "params": {"bn": {"scale": jnp.array([1.5, 0.5]), "bias": jnp.array([0.25, -1.0])}},
+        "batch_stats": {"bn": {"mean": jnp.array([0.5, -0.5]), "var": jnp.array([2.0, 0.5]),
+                               "num_batches_tracked": jnp.array(4, jnp.int32)}},
+    }  # fmt: skip
     # The model's root has the path (); a layer inside a model is frozen by its path.
-    with layers.frozen_layers(("bn",)):
-        model = _OneBN()
-        mv = {"params": {"bn": v["params"]}, "batch_stats": {"bn": v["batch_stats"]}}
-        out, upd = model.apply(mv, x, train=True, mutable=["batch_stats"])
-    np.testing.assert_array_equal(out, eval_out)
-    for a, b in zip(
-        jax.tree.leaves(upd["batch_stats"]), jax.tree.leaves(mv["batch_stats"]), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
-    # Outside the context (or for another path) it trains as usual.
-    with layers.frozen_layers(("other",)):
-        out2, upd2 = _OneBN().apply(mv, x, train=True, mutable=["batch_stats"])
-    assert not np.allclose(out2, eval_out)
-    assert int(upd2["batch_stats"]["bn"]["num_batches_tracked"]) == 5
-    with pytest.raises(TypeError, match="collection of strings"):
-        with layers.frozen_layers("bn"):
-            pass
+    for frozen in (("bn",), ("other", "bn")):
+        out, upd = _OneBN(frozen=frozen).apply(mv, x, train=True, mutable=["batch_stats"])
+        np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+        for a, b in zip(
+            jax.tree.leaves(upd["batch_stats"]), jax.tree.leaves(mv["batch_stats"]), strict=True
+        ):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    # For another path (or none) it trains as usual: batch statistics, running ones updated.
+    bn_t.train()
+    trained = bn_t(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).detach().numpy()
+    for frozen in (("other",), ("bn1",), ()):
+        out, upd = _OneBN(frozen=frozen).apply(mv, x, train=True, mutable=["batch_stats"])
+        np.testing.assert_allclose(out, trained.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            upd["batch_stats"]["bn"]["mean"], bn_t.running_mean.numpy(), rtol=1e-6
+        )
+        assert int(upd["batch_stats"]["bn"]["num_batches_tracked"]) == 5
+    with pytest.raises(TypeError, match=r"`frozen_paths` must be a tuple of layer paths"):
+        _OneBN(frozen="bn").apply(mv, x, train=True, mutable=["batch_stats"])
 
 
-class _OneBN(jaxcnn.layers.nn.Module):
-    @jaxcnn.layers.nn.compact
+class _OneBN(nn.Module):
+    frozen: tuple[str, ...] = ()
+
+    @nn.compact
     def __call__(self, x, train=False):
-        return layers.BatchNorm(name="bn")(x, train=train)
+        return layers.BatchNorm(frozen_paths=self.frozen, name="bn")(x, train=train)
 
 
 @pytest.mark.slow
@@ -138,6 +153,8 @@ def test_train_step_keeps_frozen_parameters_and_statistics_bit_identical():
     )
     frozen = transfer.frozen_layers(model, ("conv1", "bn1", "layer1.*"), input_shape=(32, 32, 3))
     assert frozen == ("bn1", "conv1", "layer1.0", "layer1.1", "layer1.2")
+    # Its BatchNorms under the frozen paths run in inference mode.
+    model = jaxcnn.models.configure_batch_norm(model, frozen=frozen)
     cfg = _opt_cfg(weight_decay=5e-4, momentum=0.9)
     tx = make_optimizer(cfg, optax.constant_schedule(0.1), variables["params"], frozen=frozen)
     state = create_train_state(model, tx, seed=0, input_shape=(32, 32, 3), variables=variables)
