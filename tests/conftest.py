@@ -14,6 +14,10 @@ persistent compilation cache shared by the session's workers and by later sessio
   ``JAXCNN_TEST_CACHE=0`` switches it off; a cache folder set through JAX's own
   ``JAX_COMPILATION_CACHE_DIR`` is used as it is. Code under test that sets its own folder
   (the training engine's ``compile_cache/``) has it for its duration, as outside the tests.
+* Under xdist (`pytest -n auto`, ``--dist loadgroup``) the tests that use a module-scoped
+  fixture (a trained workdir, a torch model, initialised variables) run on one worker, so the
+  fixture is built once, not once per worker; every other test goes to whichever worker is
+  free (`pytest_collection_modifyitems` below).
 """
 
 from __future__ import annotations
@@ -61,6 +65,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
     jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
     enable_compilation_cache(folder)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put every test that uses a module- (or class-) scoped fixture in its module's xdist
+    group, and one that uses a package-scoped fixture in its package's. (Session-scoped ones,
+    such as `torch`, are cheap here; grouping their users would serialise the suite.)"""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        scopes = {defs[-1].scope for defs in info.name2fixturedefs.values() if defs} if info else ()
+        path = item.nodeid.split("::")[0]
+        if "package" in scopes:
+            item.add_marker(pytest.mark.xdist_group(path.rpartition("/")[0]))
+        elif scopes & {"module", "class"}:
+            item.add_marker(pytest.mark.xdist_group(path))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
