@@ -51,7 +51,14 @@ def test_the_blocks_state_results():
     assert BLOCKS and all(_literal_comments(b) for b in BLOCKS)
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.parametrize(
+    "index",
+    # A block that builds a model takes seconds on the CPU: that is the slow lane's.
+    [
+        pytest.param(i, marks=[pytest.mark.slow] * ("create_model" in b))
+        for i, b in enumerate(BLOCKS)
+    ],
+)
 def test_readme_python_block_runs(index):
     source = BLOCKS[index]
     stated = _literal_comments(source)
