@@ -98,12 +98,10 @@ def test_torch_lenet5_is_jaxcnn_lenet5(torch):
 
 
 def test_flops_and_mfu_of_resnet50():
-    """~24.5 GFLOP per ResNet-50 training image, so ~32,000 images/s at 790 TFLOP/s."""
+    """6 x 4.09 GMACs (torchvision's figure): ~24.5 GFLOP per ResNet-50 training image, so
+    6,850 images/s is 21% of an H200's 790 bfloat16 TFLOP/s."""
     flops = train_throughput.train_flops_per_image(jaxcnn.summary("resnet50").total_macs)
     assert flops == 6 * 4_089_184_256
-    assert flops / 1e9 == pytest.approx(24.5, abs=0.1)
-    assert 790e12 / flops == pytest.approx(32_000, rel=0.01)
-    # 6,850 images/s is 21% of that peak.
     assert train_throughput.mfu(6_850, flops, 790.0) == pytest.approx(0.2127, abs=1e-3)
     assert train_throughput.mfu(6_850, flops, None) is None
     assert train_throughput.default_peak("gpu", "bfloat16", "NVIDIA H200")[0] == 790.0

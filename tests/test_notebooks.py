@@ -92,10 +92,20 @@ def test_badge_install_cell_and_small_switch(path):
     )
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_listed_in_colab_readme(path):
+def test_colab_readme_links_resolve_to_every_notebook():
+    """colab/README.md links each notebook twice (the file, and its Colab badge), and every
+    notebook it links exists: a renamed or removed notebook breaks no link there."""
     readme = (COLAB / "README.md").read_text()
-    assert path.name in readme, f"colab/README.md does not list {path.name}"
+    files = re.findall(r"\]\(([^)\s]+\.ipynb)\)", readme)
+    relative = {f for f in files if "://" not in f}
+    badges = {f.rpartition("/")[2] for f in files if f.startswith(BADGE_URL.format(""))}
+    names = {p.name for p in NOTEBOOKS}
+    assert relative == names, (
+        f"colab/README.md links {sorted(relative)}; notebooks: {sorted(names)}"
+    )
+    assert badges == names, (
+        f"colab/README.md's badges open {sorted(badges)}; notebooks: {sorted(names)}"
+    )
 
 
 def _failed_cell(nb) -> int | None:

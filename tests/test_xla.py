@@ -94,7 +94,7 @@ def test_create_train_state_can_be_traced_where_nested_jits_take_no_options():
     "name, shape",
     [
         ("lenet5", (32, 32, 1)),
-        ("resnet18", (40, 40, 3)),
+        pytest.param("resnet18", (40, 40, 3), marks=pytest.mark.slow),
         pytest.param("googlenet", (64, 64, 3), marks=pytest.mark.slow),
     ],
 )

@@ -1,9 +1,8 @@
-"""Inception-v3 (torchvision), Inception-v4 and Inception-ResNet-v2 (timm): parity, parameter
-counts, initialisation, training-mode outputs and input checks."""
+"""Inception-v3 (torchvision), Inception-v4 and Inception-ResNet-v2 (timm): parity,
+initialisation, training-mode outputs, and the references' own input limits. Counts, structure
+against the references, limits, outputs and a training step are test_registry.py's."""
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -15,23 +14,8 @@ from jaxcnn import convert
 from jaxcnn.convert.mapping import variables_to_state_dict
 from jaxcnn.models import get_spec
 from jaxcnn.models.inception import InceptionAux, InceptionOutputs, Mixed3a
+from tests.models.expected import EXPECTED, VARIANTS
 from tests.models.parity import assert_parity, randomize_batchnorm_stats
-
-# (registry name, create_model kwargs, the same options in the reference's spelling,
-# parameter count from torchvision / timm, smallest (H, W)).
-CONFIGS = {
-    "inception_v3": ("inception_v3", {}, {}, 27_161_264, (299, 299)),
-    "inception_v3_noaux": (
-        "inception_v3",
-        {"aux_logits": False},
-        {"aux_logits": False},
-        23_834_568,
-        (75, 75),
-    ),
-    "inception_v4": ("inception_v4", {}, {}, 42_679_816, (75, 75)),
-    "inception_resnet_v2": ("inception_resnet_v2", {}, {}, 55_843_464, (75, 75)),
-}
-NAMES = ["inception_v3", "inception_v4", "inception_resnet_v2"]
 
 # Parity is judged relative to the logit scale (max |torch logit| over the compared inputs).
 # The Inception-v3 references are built with init_weights=False: torchvision's own init (std
@@ -69,19 +53,6 @@ def _reference(torch, name, **reference_options):
     return timm.create_model(spec.reference_name, pretrained=False, **kwargs)
 
 
-@functools.cache
-def _abstract_variables(config):
-    """Shapes of a configuration's variables at its design input size (jax.eval_shape)."""
-    name, kw, *_ = CONFIGS[config]
-    model = jaxcnn.create_model(name, **kw)
-    x = jax.ShapeDtypeStruct((1, *get_spec(name).input_size), jnp.float32)
-    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-
-
-def _count(tree) -> int:
-    return sum(x.size for x in jax.tree.leaves(tree))
-
-
 def _nchw(torch, x):
     return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
 
@@ -97,39 +68,6 @@ def _eval_logit_scale(torch, torch_model, sizes, batch=2, seed=0):
         with torch.no_grad():
             scale = max(scale, float(torch_model(_nchw(torch, x)).abs().max()))
     return scale
-
-
-# --- registry and parameter counts -----------------------------------------------------------
-
-
-@pytest.mark.parametrize("config", list(CONFIGS))
-def test_param_count(torch, config):
-    name, kw, ref_kw, count, _ = CONFIGS[config]
-    assert _count(_abstract_variables(config)["params"]) == count
-    ref = _reference(torch, name, **ref_kw)
-    assert sum(p.numel() for p in ref.parameters()) == count
-    if not kw:
-        assert get_spec(name).num_params == count
-
-
-def test_registry_entries():
-    v3, v4, irv2 = (get_spec(n) for n in NAMES)
-    assert (v3.reference, v3.reference_name) == ("torchvision", "inception_v3")
-    assert v3.reference_kwargs == {
-        "aux_logits": True,
-        "init_weights": True,
-        "transform_input": False,
-    }
-    for spec in (v4, irv2):
-        assert (spec.reference, spec.reference_name, spec.reference_kwargs) == (
-            "timm",
-            spec.name,
-            {},
-        )
-    for spec in (v3, v4, irv2):
-        assert (spec.input_size, spec.num_classes) == ((299, 299, 3), 1000)
-    assert v3.min_input_size == (299, 299)
-    assert v4.min_input_size == irv2.min_input_size == (75, 75)
 
 
 # --- parity --------------------------------------------------------------------------------
@@ -242,28 +180,6 @@ def test_inception_v3_training_matches_torchvision(torch):
     assert "AuxLogits" not in state["batch_stats"]
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
-def test_output_shapes_and_dtypes(config):
-    """Abstractly (jax.eval_shape): float32 logits even when computing in bfloat16."""
-    name, kw, _, _, (h, w) = CONFIGS[config]
-    model = jaxcnn.create_model(name, dtype=jnp.bfloat16, **kw)
-    x = jax.ShapeDtypeStruct((3, h, w, 3), jnp.float32)
-    variables = _abstract_variables(config)  # parameters stay float32 whatever the dtype
-    y = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
-    assert (y.shape, y.dtype) == ((3, 1000), jnp.float32)
-    out = jax.eval_shape(
-        lambda v, x: model.apply(
-            v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}
-        )[0],
-        variables,
-        x,
-    )
-    outs = out if isinstance(out, tuple) else (out,)
-    assert isinstance(out, InceptionOutputs) == (name == "inception_v3" and not kw)
-    for o in outs:
-        assert (o.shape, o.dtype) == ((3, 1000), jnp.float32)
-
-
 # --- initialisation --------------------------------------------------------------------------
 
 
@@ -301,38 +217,21 @@ def test_timm_blocks_use_pytorch_default_init():
 # --- input checks ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
-def test_min_input_size_is_exact(config):
-    """The smallest input works; one less in H, and separately in W, is check_input's error."""
-    name, kw, _, _, (h, w) = CONFIGS[config]
-    model = jaxcnn.create_model(name, **kw)
-
-    def init(shape, train=False):
-        x = jax.ShapeDtypeStruct(shape, jnp.float32)
-        rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-        return jax.eval_shape(lambda x: model.init(rngs, x, train=train), x)
-
-    for train in (False, True):
-        init((2, h, w, 3), train)
-    smallest = rf"inception.*smallest valid input is \(N, {h}, {w}, 3\)"
-    for shape in [(2, h - 1, w, 3), (2, h, w - 1, 3)]:
-        for train in (False, True):
-            with pytest.raises(ValueError, match=smallest):
-                init(shape, train)
-
-
+@pytest.mark.slow
 def test_min_input_size_matches_the_references(torch):
     """The references run at the minimum and fail one pixel below it, in H and in W.
 
     Inception-v3 with the auxiliary head fails below 299 x 299 in training only (evaluation
     skips the head); jaxcnn asks for 299 in both modes (see `InceptionV3`).
     """
-    cases = [
-        (_reference(torch, "inception_v3", aux_logits=False), (75, 75), False),
-        (_reference(torch, "inception_v3"), (299, 299), True),
-        (_reference(torch, "inception_v4"), (75, 75), False),
-        (_reference(torch, "inception_resnet_v2"), (75, 75), False),
+    noaux = VARIANTS["inception_v3-noaux"][2]
+    cases = [  # (reference, the smallest input jaxcnn admits (test_registry.py), training)
+        (_reference(torch, "inception_v3", aux_logits=False), noaux.min_size, False),
+        (_reference(torch, "inception_v3"), EXPECTED["inception_v3"].min_size, True),
+        (_reference(torch, "inception_v4"), EXPECTED["inception_v4"].min_size, False),
+        (_reference(torch, "inception_resnet_v2"), EXPECTED["inception_resnet_v2"].min_size, False),
     ]
+    assert [size for _, size, _ in cases] == [(75, 75), (299, 299), (75, 75), (75, 75)]
     # torchvision evaluates the aux-head model below 299 (jaxcnn does not: see InceptionV3).
     with torch.no_grad():
         cases[1][0].eval()(torch.zeros(1, 3, 75, 75))
@@ -345,15 +244,3 @@ def test_min_input_size_matches_the_references(torch):
             for hh, ww in [(h - 1, w), (h, w - 1)]:
                 with pytest.raises(RuntimeError):
                     ref(torch.zeros(2, 3, hh, ww))
-
-
-@pytest.mark.parametrize("config", list(CONFIGS))
-def test_malformed_input_is_a_clear_error(config):
-    name, kw, _, _, (h, w) = CONFIGS[config]
-    model = jaxcnn.create_model(name, **kw)
-    init = lambda x: model.init(jax.random.key(0), x)  # noqa: E731
-    smallest = rf"smallest valid input is \(N, {h}, {w}, 3\)"
-    with pytest.raises(ValueError, match=rf"3 channels.*{smallest}"):
-        jax.eval_shape(init, jax.ShapeDtypeStruct((1, h, w, 1), jnp.float32))
-    with pytest.raises(ValueError, match=rf"rank 4.*{smallest}"):
-        jax.eval_shape(init, jax.ShapeDtypeStruct((h, w, 3), jnp.float32))
