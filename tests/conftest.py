@@ -58,6 +58,8 @@ def compilation_cache_folder(config: pytest.Config) -> Path | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Registered here too, for runs without pytest-xdist (`-p no:xdist -o addopts=`).
+    config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker")
     folder = compilation_cache_folder(config)
     if folder is None or jax.config.jax_compilation_cache_dir:  # off, or the user's own
         return
