@@ -156,6 +156,9 @@ class _Run:
         self.train_iter = iter(datasets.train)
         self.best: dict[str, Any] = {"value": None, "step": None}
         self.state, self.start = self._initial_state()
+        # The engine keeps the state the run starts from, not a second (unused) copy of the
+        # random initialisation on the devices.
+        engine.state = self.state
         self.step = self.start
         self.data_state = self.train_iter.get_state()
         # Rows past the resumed step (all rows, starting fresh) are about to be logged again.
