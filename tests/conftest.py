@@ -1,5 +1,5 @@
 """Test configuration: JAX in strict mode, float64 on request, torch as the reference, and a
-persistent compilation cache shared by the session's workers and by later sessions.
+persistent compilation cache shared by a test run's workers and by later runs.
 
 * Rank promotion raises (`jax_numpy_rank_promotion="raise"`): an accidental broadcast of a
   (C,) bias against (N, H, W, C) activations is a bug we want to see, not silently accept.
@@ -9,7 +9,7 @@ persistent compilation cache shared by the session's workers and by later sessio
   (JAX's persistent compilation cache, through `jaxcnn.enable_compilation_cache`) in one
   folder per jax/jaxlib version and machine, under pytest's cache folder
   (``.pytest_cache/d/jax_compilation_cache``) or under ``$JAXCNN_TEST_CACHE``; every xdist
-  worker and every later session reads it. A hit loads the executable XLA compiled for the
+  worker and every later test run reads it. A hit loads the executable XLA compiled for the
   same program, options and device, so results are the same to the bit.
   ``JAXCNN_TEST_CACHE=0`` switches it off; a cache folder set through JAX's own
   ``JAX_COMPILATION_CACHE_DIR`` is used as it is. Code under test that sets its own folder
@@ -42,7 +42,7 @@ CACHE_MIN_COMPILE_S = 0.0
 
 
 def compilation_cache_folder(config: pytest.Config) -> Path | None:
-    """The session's compilation cache folder, or None when it is switched off."""
+    """The test run's compilation cache folder, or None when it is switched off."""
     chosen = os.environ.get(CACHE_ENV, "").strip()
     if chosen.lower() in ("0", "off", "false", "no"):
         return None
